@@ -1,0 +1,203 @@
+"""The `spurgemap` command: parses options, calls one library entry point, prints the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from spurgemap import __version__
+from spurgemap.config import SpurgemapConfig, load_config
+from spurgemap.errors import InputError, SpurgemapError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Map leafy spurge from drone orthomosaics.")
+out = Console()
+log = logging.getLogger("spurgemap")
+T = TypeVar("T")
+_state: dict[str, bool] = {"debug": False}
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    handler = RichHandler(console=Console(stderr=True), show_path=debug, show_time=False,
+                          rich_tracebacks=False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    _setup_logging(debug, quiet)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
+    try:
+        return fn()
+    except SpurgemapError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"spurgemap: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("spurgemap: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"spurgemap: unexpected error: {type(exc).__name__}: {msg} "
+                   "(run with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+def _numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[Any, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers") from None
+    if len(values) != n:
+        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def _config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
+    return load_config(path, overrides, sets)
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo field data into.")],
+    sites: Annotated[int | None, typer.Option(help="Number of sites (>= 1).")] = None,
+    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same data.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate synthetic drone orthomosaics, plots and a survey (the embedded demo data)."""
+    from spurgemap.demo import make_demo_data
+
+    def go() -> None:
+        cfg = _config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed})
+        res = make_demo_data(cfg.demo, out_dir, overwrite=overwrite)
+        out.print(f"demo data: {len(res.site_ids)} sites, {res.n_plots} plots "
+                  f"({res.n_present} with spurge), {res.megapixels:.0f} Mpx in {res.seconds:.1f} s "
+                  f"-> {out_dir}")
+
+    _run(go)
+
+
+@app.command()
+def tile(
+    orthos: Annotated[list[Path], typer.Argument(help="Orthomosaic GeoTIFF(s).")],
+    plots: Annotated[Path, typer.Option(help="Plot polygons or survey points (GeoJSON/GPKG/SHP/CSV).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Tile set folder to create.")],
+    survey: Annotated[Path | None, typer.Option(help="Survey CSV: site_id, plot_id, presence.")] = None,
+    verify: Annotated[Path | None, typer.Option(help="Per-tile verification CSV: tile_id, presence.")] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Tile edge in pixels.")] = None,
+    min_valid: Annotated[float | None, typer.Option(help="Minimum share of valid pixels per tile.")] = None,
+    bands: Annotated[str | None, typer.Option(help="Red,green,blue band numbers, e.g. 3,2,1.")] = None,
+    value_range: Annotated[str | None, typer.Option(help="LO,HI of 16-bit/float pixels -> 0..255.")] = None,
+    plot_size: Annotated[float | None, typer.Option(help="Plot edge in metres for point surveys.")] = None,
+    crs: Annotated[str | None, typer.Option(help="CRS of the plots file if it has none.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Reader/writer threads.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Cut orthomosaics into plot-aligned tiles labelled from the botanists' survey."""
+    from spurgemap.tile import TileInputs, run_tile
+
+    def go() -> None:
+        cfg = _config(config, set_, **{
+            "tile.tile_size_px": tile_size, "tile.min_valid_fraction": min_valid,
+            "tile.bands": _numbers(bands, 3, "--bands", int),
+            "tile.value_range": _numbers(value_range, 2, "--value-range"),
+            "tile.point_plot_size_m": plot_size, "tile.workers": workers})
+        res = run_tile(cfg, TileInputs(orthos, plots, out_dir, survey, verify, crs, overwrite))
+        _print_tile_summary(res)
+
+    _run(go)
+
+
+def _print_tile_summary(res: Any) -> None:
+    table = Table(title=f"tiles in {res.out}")
+    table.add_column("site")
+    classes = sorted({c for v in res.per_site.values() for c in v})
+    for c in classes:
+        table.add_column(c, justify="right")
+    for site, counts in sorted(res.per_site.items()):
+        table.add_row(site, *(str(counts.get(c, 0)) for c in classes))
+    out.print(table)
+    skipped = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "none"
+    out.print(f"{res.n_tiles} tiles, skipped {skipped}; {res.seconds:.1f} s, "
+              f"{res.tiles_per_second:.1f} tiles/s, {res.megapixels / max(res.seconds, 1e-9):.1f} Mpx/s")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the whole demo run.")],
+    sites: Annotated[int | None, typer.Option(help="Number of demo sites.")] = None,
+    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """The main job on the embedded demo data: demo data -> tile -> train -> predict."""
+    from spurgemap.pipeline import run_demo
+
+    def go() -> None:
+        cfg = _config(config, set_, **{"demo.sites": sites, "demo.size_px": size})
+        res = run_demo(cfg, out_dir, overwrite=overwrite)
+        for stage, status in res.stages.items():
+            out.print(f"{stage:>10}: {status}")
+
+    _run(go)
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="An orthomosaic, a tile set folder or a bundle.")]) -> None:
+    """Print the essentials of an orthomosaic or a tile set."""
+    from spurgemap.inspect import describe
+
+    def go() -> None:
+        out.print_json(json.dumps(describe(path), default=str))
+
+    _run(go)
+
+
+@app.command()
+def version() -> None:
+    """Print the spurgemap version."""
+    out.print(__version__)
+
+
+def run() -> None:  # console-script entry point
+    app(prog_name="spurgemap")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

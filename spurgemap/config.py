@@ -1,0 +1,125 @@
+"""One typed configuration for every stage, loaded from YAML with CLI overrides.
+
+Each stage reads its own section; every run writes the resolved config beside its outputs so a
+result can always be traced back to the exact settings that produced it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from spurgemap.errors import InputError
+
+SCHEMA_VERSION = 1
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LabelRules(_Section):
+    """How survey label spellings map to classes (compared case-insensitively, stripped)."""
+
+    present: list[str] = ["present", "presence", "yes", "y", "1", "true", "t", "p"]
+    absent: list[str] = ["absent", "absence", "no", "n", "0", "false", "f", "a"]
+    columns: list[str] = ["presence", "label", "spurge", "present", "status"]
+    class_names: list[str] = ["no_spurge", "leafy_spurge"]
+
+    @field_validator("present", "absent")
+    @classmethod
+    def _normalise(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
+
+
+class TileConfig(_Section):
+    tile_size_px: int = Field(250, ge=16, le=4096)
+    min_valid_fraction: float = Field(0.9, ge=0.0, le=1.0)
+    resampling: Literal["nearest", "bilinear", "cubic", "lanczos"] = "bilinear"
+    rotation_tolerance_deg: float = Field(0.5, ge=0.0, le=45.0)
+    point_plot_size_m: float = Field(0.5, gt=0.0)
+    value_range: tuple[float, float] | None = None
+    bands: tuple[int, int, int] | None = None
+    max_pixels: int = Field(50_000_000_000, gt=0)
+    max_compression_ratio: float = Field(5000.0, gt=1.0)
+    compress: Literal["deflate", "lzw", "none"] = "deflate"
+    workers: int = Field(2, ge=1, le=64)
+    gdal_cache_mb: int = Field(256, ge=16)
+
+
+class DemoConfig(_Section):
+    sites: int = Field(3, ge=1, le=50)
+    size_px: int = Field(3000, ge=2600)
+    seed: int = 0
+    gsd_m: float = Field(0.014, gt=0.0)
+    epsg: int = 32612
+    plots_per_site: int = Field(9, ge=1, le=9)
+    plot_size_m: float = Field(10.0, gt=0.0)
+
+
+class SpurgemapConfig(_Section):
+    schema_version: int = SCHEMA_VERSION
+    seed: int = 0
+    labels: LabelRules = LabelRules()
+    tile: TileConfig = TileConfig()
+    demo: DemoConfig = DemoConfig()
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> SpurgemapConfig:
+    """Read YAML (default: configs/default.yaml), then apply `--set a.b=v` strings and CLI values.
+
+    CLI values whose value is None are ignored, so an unset option keeps the file's value.
+    """
+    source = path or DEFAULT_CONFIG
+    data: dict[str, Any] = {}
+    if path is not None or source.exists():
+        try:
+            loaded = yaml.safe_load(Path(source).read_text())
+        except FileNotFoundError:
+            raise InputError(f"{source}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError(f"{source}: a config file must be a YAML mapping of sections")
+        data = loaded or {}
+    for item in sets or []:
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. tile.min_valid_fraction=0.8")
+        key, _, raw = item.partition("=")
+        _apply_override(data, key.strip(), _parse_scalar(raw))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _apply_override(data, key, value)
+    try:
+        return SpurgemapConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise InputError(f"{source}: config value {where}: {err['msg']}") from None
+
+
+def dump_config(config: SpurgemapConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""The geo layer: the only code that touches rasterio, GDAL or geopandas."""

@@ -1,0 +1,61 @@
+"""Tile pixels: GDAL resampling into rotated plot frames, and one small GeoTIFF per tile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.warp import reproject
+
+_RESAMPLING = {
+    "nearest": Resampling.nearest,
+    "bilinear": Resampling.bilinear,
+    "cubic": Resampling.cubic,
+    "lanczos": Resampling.lanczos,
+}
+
+
+def resample_into_frame(
+    rgb: np.ndarray,
+    valid: np.ndarray,
+    src_transform: Affine,
+    dst_transform: Affine,
+    crs_wkt: str,
+    size: int,
+    resampling: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a north-up patch into a (possibly rotated) tile grid.
+
+    Validity travels as an alpha band so GDAL never blends invalid (collar) pixels into the tile.
+    """
+    src = np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]], axis=0)
+    dst = np.zeros((4, size, size), dtype=np.uint8)
+    crs = CRS.from_wkt(crs_wkt)
+    reproject(src, dst, src_transform=src_transform, src_crs=crs, dst_transform=dst_transform,
+              dst_crs=crs, resampling=_RESAMPLING[resampling], src_alpha=4, dst_alpha=4,
+              # Same pixel size in and out: without XSCALE/YSCALE GDAL widens the kernel by the
+              # rotation's apparent scale change and blurs the tile.
+              XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
+    return dst[:3], dst[3] >= 128
+
+
+def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine,
+               crs_wkt: str, compress: str) -> None:
+    """An RGB GeoTIFF that opens in QGIS in place; invalid pixels go to an internal mask."""
+    profile = {
+        "driver": "GTiff", "width": rgb.shape[2], "height": rgb.shape[1], "count": 3,
+        "dtype": "uint8", "crs": CRS.from_wkt(crs_wkt), "transform": transform,
+        "photometric": "RGB", "interleave": "pixel",
+    }
+    if compress != "none":
+        profile.update(compress=compress, predictor=2)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(rgb)
+            dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+            if not valid.all():
+                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))

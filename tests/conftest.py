@@ -1,0 +1,86 @@
+"""Tiny generated rasters and plot layers: every test makes the data it needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp
+from shapely import Polygon
+from shapely.affinity import rotate
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+UTM = "EPSG:32612"
+ORIGIN = (500_000.0, 5_200_000.0)
+GSD = 0.014
+
+
+def texture(h: int, w: int, seed: int = 0, bands: int = 3) -> np.ndarray:
+    """Smooth random RGB (so interpolation checks are meaningful) with fine detail on top."""
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(20, 235, size=(bands, h // 16 + 2, w // 16 + 2))
+    smooth = zoom(coarse, (1, 16, 16), order=1)[:, :h, :w]
+    return np.clip(smooth + rng.normal(0, 6, size=(bands, h, w)), 0, 255).astype(np.uint8)
+
+
+def write_raster(path: Path, data: np.ndarray, *, transform: Affine | None = None, crs: Any = UTM,
+                 colorinterp: list[ColorInterp] | None = None, **profile: Any) -> Path:
+    count, h, w = data.shape
+    prof = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": data.dtype.name,
+            "crs": crs, "transform": transform or Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1])}
+    prof.update(profile)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(data)
+        if colorinterp:
+            dst.colorinterp = colorinterp
+    return path
+
+
+def make_rgba(path: Path, h: int = 1200, w: int = 1200, seed: int = 0, collar: int = 0,
+              **profile: Any) -> Path:
+    rgb = texture(h, w, seed)
+    alpha = np.full((1, h, w), 255, np.uint8)
+    if collar:
+        alpha[:, :, :collar] = 0
+        rgb[:, :, :collar] = 0
+    interp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return write_raster(path, np.concatenate([rgb, alpha]), colorinterp=interp,
+                        tiled=True, blockxsize=256, blockysize=256, compress="deflate", **profile)
+
+
+def square(cx: float, cy: float, size: float, angle: float = 0.0) -> Polygon:
+    half = size / 2
+    poly = Polygon([(cx - half, cy - half), (cx + half, cy - half), (cx + half, cy + half),
+                    (cx - half, cy + half)])
+    return rotate(poly, angle, origin=(cx, cy)) if angle else poly
+
+
+def px_to_map(col: float, row: float) -> tuple[float, float]:
+    return ORIGIN[0] + col * GSD, ORIGIN[1] - row * GSD
+
+
+def write_plots(path: Path, rows: list[dict[str, Any]], crs: Any = UTM) -> Path:
+    gdf = gpd.GeoDataFrame(rows, geometry=[r.pop("geometry") for r in rows], crs=crs)
+    gdf.to_file(path)
+    return path
+
+
+def write_csv(path: Path, header: str, *rows: str) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+@pytest.fixture
+def cfg():
+    from spurgemap.config import load_config
+
+    return load_config()
