@@ -49,10 +49,10 @@ def _axis(start: int, stop: int, period: float, offset: float) -> tuple[NDArray[
     return i0, f * f * (np.float32(3.0) - np.float32(2.0) * f)
 
 
-def value_noise(
+def _lattice_x(
     rows: tuple[int, int], cols: tuple[int, int], period_xy: tuple[float, float], salt: int
-) -> F32:
-    """Smooth lattice noise in [0, 1) for a window; separable so it costs ~3 ops per pixel."""
+) -> tuple[F32, NDArray[np.int64], F32]:
+    """Noise lattice rows interpolated along x, plus each output row's lattice row and weight."""
     px, py = period_xy
     off = (salt % 997) / 97.0
     ix, sx = _axis(cols[0], cols[1], px, off)
@@ -61,8 +61,15 @@ def value_noise(
     ly = np.arange(iy.min(), iy.max() + 2, dtype=np.int64)
     lat = _hash01(lx[None, :], ly[:, None], salt)
     jx = ix - lx[0]
-    along_x = lat[:, jx] * (1 - sx) + lat[:, jx + 1] * sx
-    jy = iy - ly[0]
+    along_x: F32 = lat[:, jx] * (1 - sx) + lat[:, jx + 1] * sx
+    return along_x, iy - ly[0], sy
+
+
+def value_noise(
+    rows: tuple[int, int], cols: tuple[int, int], period_xy: tuple[float, float], salt: int
+) -> F32:
+    """Smooth lattice noise in [0, 1) for a window; separable so it costs ~3 ops per pixel."""
+    along_x, jy, sy = _lattice_x(rows, cols, period_xy, salt)
     out: F32 = along_x[jy] * (1 - sy)[:, None] + along_x[jy + 1] * sy[:, None]
     return out
 
@@ -77,15 +84,25 @@ def grain(rows: tuple[int, int], cols: tuple[int, int], salt: int) -> F32:
 def fbm(
     rows: tuple[int, int], cols: tuple[int, int], octaves: list[tuple[float, float]], salt: int
 ) -> F32:
-    """Weighted sum of value-noise octaves (period px, weight), normalised to about [0, 1]."""
+    """Weighted sum of coarse value-noise octaves (period px, weight), about [0, 1].
+
+    The y interpolation of all octaves is one small matrix product, so coarse octaves cost
+    almost nothing per pixel; the result is identical for any window containing a pixel.
+    """
     total = sum(w for _, w in octaves)
-    acc: F32 | None = None
+    h = rows[1] - rows[0]
+    stack: list[F32] = []
+    weights: list[F32] = []
     for k, (period, weight) in enumerate(octaves):
-        n = value_noise(rows, cols, (period, period), salt * 31 + k * 7919 + 1)
-        n *= np.float32(weight / total)
-        acc = n if acc is None else acc + n
-    assert acc is not None
-    return acc
+        along_x, jy, sy = _lattice_x(rows, cols, (period, period), salt * 31 + k * 7919 + 1)
+        wy = np.zeros((h, along_x.shape[0]), np.float32)
+        scale = np.float32(weight / total)
+        wy[np.arange(h), jy] = (1 - sy) * scale
+        wy[np.arange(h), jy + 1] = sy * scale
+        stack.append(along_x)
+        weights.append(wy)
+    out: F32 = np.dot(np.hstack(weights), np.vstack(stack))
+    return out
 
 
 @dataclass(frozen=True)
@@ -180,10 +197,10 @@ def _ground(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) -> tuple
     s = scene.salt
     dry = fbm(rows, cols, [(12 * m, 0.5), (4 * m, 0.3), (1.4 * m, 0.2)], s + 11)
     soil = fbm(rows, cols, [(6 * m, 0.45), (2 * m, 0.35), (0.5 * m, 0.2)], s + 23)
-    clump = value_noise(rows, cols, (0.3 * m, 0.3 * m), s + 37)
+    clump = fbm(rows, cols, [(0.3 * m, 1.0)], s + 37)
     fine = value_noise(rows, cols, (max(0.06 * m, 2.0), max(0.06 * m, 2.0)), s + 41)
     b1 = value_noise(rows, cols, (max(0.025 * m, 1.5), max(0.11 * m, 4.0)), s + 53)
-    b2 = value_noise(rows, cols, (max(0.11 * m, 4.0), max(0.025 * m, 1.5)), s + 59)
+    b2 = value_noise(rows, cols, (max(0.11 * m, 4.0), max(0.03 * m, 2.0)), s + 59)
     g = grain(rows, cols, s + 67)
 
     blade = np.maximum(b1, b2)
@@ -202,7 +219,7 @@ def _ground(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) -> tuple
     soil_shade = 0.8 + 0.25 * fine + 0.2 * g
     for k in range(3):
         rgb[k] += (_SOIL[k] * soil_shade - rgb[k]) * bare
-    return rgb, fine
+    return rgb, 0.6 * fine + 0.4 * g
 
 
 def _draw_shrubs(
@@ -256,7 +273,10 @@ def _draw_shrubs(
 def _composite(
     rgb: F32, truth: U8 | None, st: Stamps, rows: tuple[int, int], cols: tuple[int, int]
 ) -> None:
-    """Alpha-blend soft discs; where discs overlap the strongest one wins, so order is irrelevant."""
+    """Alpha-blend soft discs: coverage adds up (capped at 1), colour is the coverage-weighted mean.
+
+    Sums run in the global stamp order, so a pixel gets the same value in any window.
+    """
     if st.x.size == 0:
         return
     pad = float(st.r.max()) + 2.0
@@ -269,8 +289,7 @@ def _composite(
     rad = np.ceil(st.r[sel] + 1.0).astype(np.int64)
     idx_parts: list[NDArray[np.int64]] = []
     w_parts: list[F32] = []
-    src_parts: list[NDArray[np.int64]] = []
-    shade_parts: list[F32] = []
+    c_parts: list[F32] = []
     for R in np.unique(rad):
         g = sel[rad == R]
         off = np.arange(-R, R + 1)
@@ -285,28 +304,25 @@ def _composite(
         rr = py[:, None] + dy[None, :] - rows[0]
         cc = px[:, None] + dx[None, :] - cols[0]
         keep = (wt > 0) & (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        shade = 1.08 - 0.22 * np.clip(dist / r, 0, 1)
         idx_parts.append((rr * w + cc)[keep])
         w_parts.append(wt[keep].astype(np.float32))
-        src_parts.append(np.broadcast_to(g[:, None], keep.shape)[keep])
-        shade_parts.append((1.08 - 0.22 * np.clip(dist / r, 0, 1))[keep].astype(np.float32))
+        c_parts.append((st.rgb[g][:, None, :] * shade[:, :, None])[keep].astype(np.float32))
     idx = np.concatenate(idx_parts)
     if idx.size == 0:
         return
     wt = np.concatenate(w_parts)
-    src = np.concatenate(src_parts)
-    shade = np.concatenate(shade_parts)
-    order = np.lexsort((src, wt, idx))
-    last = np.ones(order.size, bool)
-    last[:-1] = idx[order][1:] != idx[order][:-1]
-    pick = order[last]
-    idx, wt, src, shade = idx[pick], wt[pick], src[pick], shade[pick]
+    col = np.concatenate(c_parts)
+    used, inv = np.unique(idx, return_inverse=True)
+    cover = np.bincount(inv, weights=wt, minlength=used.size)
+    alpha = np.minimum(cover, 1.0).astype(np.float32)
     flat = rgb.reshape(3, -1)
     for k in range(3):
-        col = st.rgb[src, k] * shade
-        flat[k, idx] += (col - flat[k, idx]) * wt
+        mean = (np.bincount(inv, weights=wt * col[:, k], minlength=used.size) / cover).astype(np.float32)
+        flat[k, used] += (mean - flat[k, used]) * alpha
     if truth is not None:
         tf = truth.reshape(-1)
-        tf[idx[(wt >= 0.5) & st.truth[src]]] = 1
+        tf[used[alpha >= 0.5]] = 1
 
 
 def render_window(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[U8, U8]:

@@ -215,7 +215,7 @@ def open_ortho(
         _check_size(path, ds, max_pixels, max_compression_ratio)
         crs, unit_to_m = _check_georef(path, ds)
         rgb, alpha = _choose_bands(path, ds, bands)
-        dtype = ds.dtypes[rgb[0]]
+        dtype = ds.dtypes[rgb[0] - 1]
         if dtype != "uint8" and value_range is None:
             hint = "0,65535 (or 0,4095 for 12-bit)" if "int" in dtype else "0,255 or 0,1"
             raise _fail(path, f"has {dtype} pixels; give --value-range LO,HI to scale them "
