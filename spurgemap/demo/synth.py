@@ -189,6 +189,9 @@ _GREEN = np.array([78, 104, 46], np.float32)
 _OLIVE = np.array([118, 122, 66], np.float32)
 _TAN = np.array([168, 152, 108], np.float32)
 _SOIL = np.array([150, 124, 96], np.float32)
+_T = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :]
+_LUT_MID = _GREEN[:, None] + (_OLIVE - _GREEN)[:, None] * np.clip(_T * 2, 0, 1)
+_LUT = _LUT_MID + (_TAN[:, None] - _LUT_MID) * np.clip(_T * 2 - 1, 0, 1)
 
 
 def _ground(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) -> tuple[F32, F32]:
@@ -203,22 +206,34 @@ def _ground(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) -> tuple
     b2 = value_noise(rows, cols, (max(0.11 * m, 4.0), max(0.03 * m, 2.0)), s + 59)
     g = grain(rows, cols, s + 67)
 
-    blade = np.maximum(b1, b2)
+    blade = np.maximum(b1, b2, out=b1)
+    tmp = np.empty_like(blade)
     # Dryness: large-scale green/tan mosaic, roughened by clumps so it never looks like a gradient.
-    d = np.clip((dry - 0.5) * 2.6 + 0.5 + (clump - 0.5) * 0.7 + (g - 0.5) * 0.25, 0.0, 1.0)
-    d2 = np.clip(d * 2.0 - 1.0, 0.0, 1.0)
-    d1 = np.clip(d * 2.0, 0.0, 1.0)
-    shade = 0.52 + 0.42 * blade + 0.22 * fine + 0.18 * g + 0.12 * (clump - 0.5)
-    rgb = np.empty((3, *dry.shape), np.float32)
-    for k in range(3):
-        base = _GREEN[k] + (_OLIVE[k] - _GREEN[k]) * d1
-        base = base + (_TAN[k] - base) * d2
-        rgb[k] = base * shade
-    # Bare soil: thresholded noise with a soft rim and sparse grass left on it.
-    bare = np.clip((soil - 0.62) * 9.0, 0.0, 1.0) * (0.75 + 0.25 * (1 - blade))
+    d = np.multiply(dry, 2.6 * 255, out=dry)
+    d += np.multiply(clump, 0.7 * 255, out=tmp)
+    d += np.multiply(g, 0.25 * 255, out=tmp)
+    d -= 1.275 * 255
+    level = np.clip(d, 0, 255, out=d).astype(np.uint8)
+    # Brightness: blades, finer mottling and per-pixel grain (gaps between blades read dark).
+    shade = np.multiply(blade, 0.42, out=blade)
+    shade += np.multiply(fine, 0.22, out=tmp)
+    shade += np.multiply(g, 0.18, out=tmp)
+    shade += np.multiply(clump, 0.12, out=tmp)
+    shade += 0.46
+    # Bare soil: thresholded noise with a soft rim and a little grass left on it.
+    bare = np.subtract(soil, 0.62, out=soil)
+    bare *= 9.0
+    np.clip(bare, 0.0, 1.0, out=bare)
+    bare *= 1.0 - 0.25 * (shade - 0.46) / 0.42
+    np.clip(bare, 0.0, 1.0, out=bare)
     soil_shade = 0.8 + 0.25 * fine + 0.2 * g
+    soil_shade *= bare
+    shade *= 1.0 - bare
+    rgb = np.empty((3, *d.shape), np.float32)
     for k in range(3):
-        rgb[k] += (_SOIL[k] * soil_shade - rgb[k]) * bare
+        np.take(_LUT[k], level, out=rgb[k])
+        rgb[k] *= shade
+        rgb[k] += np.multiply(soil_shade, _SOIL[k], out=tmp)
     return rgb, 0.6 * fine + 0.4 * g
 
 

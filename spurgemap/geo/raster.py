@@ -10,6 +10,8 @@ import hashlib
 import logging
 import math
 import threading
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +50,8 @@ class OrthoInfo:
     gsd_m: float  # ground sample distance at the raster centre, metres
     block_shape: tuple[int, int]
     rgb_bands: tuple[int, int, int]
-    mask_kind: str  # alpha | mask | nodata | none
+    alpha_band: int | None
+    mask_kind: str  # mask | alpha | nodata | none
     value_range: tuple[float, float] | None
 
     @property
@@ -179,13 +182,16 @@ def _choose_bands(path: Path, ds: rasterio.DatasetReader,
 
 
 def _mask_kind(ds: rasterio.DatasetReader, alpha: int | None) -> str:
-    flags = ds.mask_flag_enums[0]
-    names = {f.name for f in flags}
+    """Validity source, in order: internal/external mask, alpha band, nodata value, none.
+
+    GDAL (and rasterio's dataset_mask) let a nodata value shadow an alpha band; we do not.
+    """
+    names = {f.name for f in ds.mask_flag_enums[0]}
     if "per_dataset" in names and "alpha" not in names:
         return "mask"
-    if alpha is not None or "alpha" in names:
+    if alpha is not None:
         return "alpha"
-    if "nodata" in names:
+    if "nodata" in names or any(n is not None for n in ds.nodatavals):
         return "nodata"
     return "none"
 
@@ -237,19 +243,20 @@ def open_ortho(
             path=path, width=ds.width, height=ds.height, count=ds.count, dtype=dtype,
             crs_wkt=ds.crs.to_wkt(), epsg=ds.crs.to_epsg(), transform=ds.transform,
             res_x=res_x, res_y=res_y, unit_to_m=unit_to_m, gsd_m=gsd,
-            block_shape=tuple(ds.block_shapes[0]), rgb_bands=rgb,
+            block_shape=tuple(ds.block_shapes[0]), rgb_bands=rgb, alpha_band=alpha,
             mask_kind=_mask_kind(ds, alpha), value_range=value_range,
         )
 
 
-def _padded_read(read, window: Window, width: int, height: int, shape: tuple[int, ...]) -> np.ndarray:
+def _padded_read(read: Callable[[Window], np.ndarray], window: Window, width: int, height: int,
+                 shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
     """Read the part of `window` inside the raster and zero-pad the rest (cheaper than boundless)."""
     c0, r0 = int(window.col_off), int(window.row_off)
     c1, r1 = c0 + int(window.width), r0 + int(window.height)
     cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
     if cc0 == c0 and rr0 == r0 and cc1 == c1 and rr1 == r1:
         return np.asarray(read(Window(c0, r0, c1 - c0, r1 - r0)))
-    out = np.zeros(shape, dtype=np.uint8)
+    out = np.zeros(shape, dtype=dtype)
     if cc1 > cc0 and rr1 > rr0:
         part = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
         out[..., rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = part
@@ -262,8 +269,8 @@ def read_rgb(ds: rasterio.DatasetReader, info: OrthoInfo,
     and the number of valid pixels clipped by --value-range scaling."""
     h, w = int(window.height), int(window.width)
     try:
-        mask = _padded_read(lambda win: ds.dataset_mask(window=win), window,
-                            info.width, info.height, (h, w)) > 0
+        mask = _padded_read(lambda win: _valid(ds, info, win), window, info.width, info.height, (h, w),
+                            bool)
         if info.dtype != "uint8":
             return _read_scaled(ds, info, window, mask)
         rgb = _padded_read(lambda win: ds.read(info.rgb_bands, window=win), window,
@@ -272,6 +279,20 @@ def read_rgb(ds: rasterio.DatasetReader, info: OrthoInfo,
         raise _fail(info.path, f"read failed at window {window} ({_first_line(exc)}); "
                     "the file is truncated or corrupt") from None
     return rgb, mask, 0
+
+
+def _valid(ds: rasterio.DatasetReader, info: OrthoInfo, window: Window) -> np.ndarray:
+    if info.mask_kind == "mask":
+        return ds.read_masks(info.rgb_bands[0], window=window) > 0
+    if info.mask_kind == "alpha":
+        assert info.alpha_band is not None
+        return ds.read(info.alpha_band, window=window) > 0
+    if info.mask_kind == "nodata":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            masks = ds.read_masks(list(info.rgb_bands), window=window)
+        return masks.any(axis=0)
+    return np.ones((int(window.height), int(window.width)), dtype=bool)
 
 
 def _read_scaled(ds: rasterio.DatasetReader, info: OrthoInfo, window: Window,
