@@ -20,6 +20,13 @@ from spurgemap.errors import SpurgemapError
 from spurgemap.tile import TileInputs, run_tile
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jpg"}
+# Files that need an explicit, documented option to be tiled; the sweep tries them both ways.
+OPTIONS: dict[str, dict[str, object]] = {
+    "odm_orthophoto.tif@fieldimager-workshop10": {"tile.value_range": (0, 255)},
+    "EX2.Indices.tif": {"tile.value_range": (0, 255), "tile.bands": (1, 2, 3)},
+    "RGBA.uint16.tif": {"tile.value_range": (0, 65535)},
+    "all-nodata.tif": {"tile.value_range": (0, 65535)},
+}
 
 
 def centre_plot(path: Path, tmp: Path, tile_px: int) -> Path:
@@ -41,20 +48,29 @@ def centre_plot(path: Path, tmp: Path, tile_px: int) -> Path:
     return out
 
 
+def _options(path: Path) -> dict[str, object] | None:
+    return OPTIONS.get(path.name) or OPTIONS.get(f"{path.name}@{path.parent.name}")
+
+
+def try_tile(path: Path, overrides: dict[str, object] | None = None) -> tuple[str, str]:
+    cfg = load_config(overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = centre_plot(path, Path(tmp), cfg.tile.tile_size_px)
+        try:
+            res = run_tile(cfg, TileInputs([path], plots, Path(tmp) / "tiles"))
+        except SpurgemapError as exc:
+            return "refused", str(exc).replace(str(path), "FILE")
+    return "tiled", f"{res.n_tiles} tile(s), skipped {res.skipped or 'none'}"
+
+
 def sweep(root: Path) -> list[tuple[str, str, str]]:
-    cfg = load_config()
     rows = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES):
-        if path.name.endswith(".tif.msk") or "_plots" in path.name:
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            plots = centre_plot(path, Path(tmp), cfg.tile.tile_size_px)
-            try:
-                res = run_tile(cfg, TileInputs([path], plots, Path(tmp) / "tiles"))
-                rows.append((str(path.relative_to(root)), "tiled", f"{res.n_tiles} tile(s), "
-                             f"skipped {res.skipped or 'none'}"))
-            except SpurgemapError as exc:
-                rows.append((str(path.relative_to(root)), "refused", str(exc).replace(str(path), "FILE")))
+        name = str(path.relative_to(root))
+        rows.append((name, *try_tile(path)))
+        opts = _options(path)
+        if opts:
+            rows.append((f"{name} with {opts}", *try_tile(path, opts)))
     return rows
 
 

@@ -74,7 +74,7 @@ class SiteRasterWriter:
         }
         ortho_path.parent.mkdir(parents=True, exist_ok=True)
         self._ortho = rasterio.open(
-            ortho_path, "w", count=4, dtype="uint8", photometric="RGB", alpha="UNASSOCIATED",
+            ortho_path, "w", count=4, dtype="uint8", photometric="RGB", alpha="YES",
             predictor=2, **common,
         )
         self._ortho.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]

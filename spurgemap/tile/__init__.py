@@ -115,9 +115,10 @@ def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
                 reader.close()
         kept = [o for o in outcomes if o.record is not None]
         if not kept:
-            raise InputError(f"{inputs.plots}: no tile passed the checks "
-                             f"(tile.min_valid_fraction={config.tile.min_valid_fraction}); "
-                             "check that the plots lie on valid pixels")
+            files = ", ".join(str(i.path) for i in infos)
+            raise InputError(f"{files}: no tile of the plots in {inputs.plots} has enough valid "
+                             f"pixels (tile.min_valid_fraction={config.tile.min_valid_fraction}); "
+                             "check that the plots lie on valid (non-transparent) pixels")
         by_crs: dict[str, list[TileOutcome]] = {}
         for o in kept:
             by_crs.setdefault(o.crs_wkt, []).append(o)
