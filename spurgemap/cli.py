@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -98,11 +97,11 @@ def demo_data(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate synthetic drone orthomosaics, plots and a survey (the embedded demo data)."""
-    from spurgemap.demo import make_demo_data
+    from spurgemap.pipeline import write_demo_data
 
     def go() -> None:
         cfg = _config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed})
-        res = make_demo_data(cfg.demo, out_dir, overwrite=overwrite)
+        res = write_demo_data(cfg, out_dir, overwrite=overwrite)
         out.print(f"demo data: {len(res.site_ids)} sites, {res.n_plots} plots "
                   f"({res.n_present} with spurge), {res.megapixels:.0f} Mpx in {res.seconds:.1f} s "
                   f"-> {out_dir}")
@@ -200,4 +199,4 @@ def run() -> None:  # console-script entry point
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    run()

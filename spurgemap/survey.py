@@ -86,7 +86,7 @@ def survey_from_frame(df: pd.DataFrame, rules: LabelRules, source: str,
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}")
     assert site_col is not None and plot_col is not None
     labels = parse_labels(df[label_col], rules, source)
-    keys = list(zip(df[site_col].astype(str).str.strip(), df[plot_col].astype(str).str.strip()))
+    keys = list(zip(df[site_col].astype(str).str.strip(), df[plot_col].astype(str).str.strip(), strict=False))
     seen: dict[tuple[str, str], int] = {}
     dups = []
     for i, key in enumerate(keys):
@@ -97,7 +97,7 @@ def survey_from_frame(df: pd.DataFrame, rules: LabelRules, source: str,
         raise InputError(f"{source}: duplicate plot ids: {', '.join(dups[:10])}")
     extra_cols = [c for c in cols if c not in (site_col, plot_col, label_col)]
     extras = {key: {c: df[c].iloc[i] for c in extra_cols} for i, key in enumerate(keys)}
-    return Survey({k: int(v) for k, v in zip(keys, labels)}, extras, source)
+    return Survey({k: int(v) for k, v in zip(keys, labels, strict=False)}, extras, source)
 
 
 def read_survey(path: Path, rules: LabelRules) -> Survey:
@@ -118,4 +118,4 @@ def read_verification(path: Path, rules: LabelRules) -> dict[str, int]:
     dup = ids[ids.duplicated()].tolist()
     if dup:
         raise InputError(f"{path}: duplicate tile ids: {', '.join(dup[:10])}")
-    return dict(zip(ids, labels.astype(int)))
+    return dict(zip(ids, labels.astype(int), strict=False))

@@ -39,7 +39,7 @@ def test_axis_aligned_plot_gives_exact_pixels(tmp_path, cfg):
     assert res.n_tiles == 4
     idx = _index(tmp_path)
     assert sorted(idx.index) == ["s1_A_r0c0", "s1_A_r0c1", "s1_A_r1c0", "s1_A_r1c1"]
-    for tid, row in idx.iterrows():
+    for _tid, row in idx.iterrows():
         data, transform, crs, _ = _read(tmp_path, row["path"])
         col_off = round((transform.c - px_to_map(0, 0)[0]) / GSD)
         row_off = round((px_to_map(0, 0)[1] - transform.f) / GSD)

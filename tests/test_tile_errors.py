@@ -172,7 +172,7 @@ def test_invalid_geometry_is_repaired_with_a_warning(tmp_path, caplog):
     x0, y0 = px_to_map(150, 450)
     bowtie = Polygon([(x0, y0), (x0 + 4, y0 + 4), (x0 + 4, y0), (x0, y0 + 4)])
     ortho = make_rgba(tmp_path / "o.tif", h=600, w=600)
-    res, out = _tile_cli(tmp_path, ortho, _plots(tmp_path, geometry=bowtie))
+    res, _out = _tile_cli(tmp_path, ortho, _plots(tmp_path, geometry=bowtie))
     assert res.exit_code == 0, res.output
     assert "repaired invalid geometries of plots s1/A" in res.stderr.replace("\n", " ")
 

@@ -1,4 +1,4 @@
-"""Survey-plot layout: square plots in rows, one row rotated, never overlapping, clear of the collar.
+"""Survey-plot layout: square plots in rows, one row rotated, no overlaps, clear of the collar.
 
 Rotated plots exercise the tiler's resampling path; packing them with a separating-axis test
 (rather than bounding boxes) is what lets nine 10 m plots fit on the smallest allowed site.
@@ -6,6 +6,7 @@ Rotated plots exercise the tiler's resampling path; packing them with a separati
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -64,10 +65,10 @@ class Plot:
         """(row0, row1, col0, col1) integer window covering the plot."""
         k = self.corners()
         return (
-            int(math.floor(k[:, 1].min())),
-            int(math.ceil(k[:, 1].max())) + 1,
-            int(math.floor(k[:, 0].min())),
-            int(math.ceil(k[:, 0].max())) + 1,
+            math.floor(float(k[:, 1].min())),
+            math.ceil(float(k[:, 1].max())) + 1,
+            math.floor(float(k[:, 0].min())),
+            math.ceil(float(k[:, 0].max())) + 1,
         )
 
     def mask(self, rows: tuple[int, int], cols: tuple[int, int]) -> NDArray[np.bool_]:
@@ -97,7 +98,7 @@ def _row_shapes(size: float, angles: list[float], gap: float) -> tuple[list[floa
     """Centre x offsets (from the row's left edge), total width and height of one packed row."""
     shapes = [Plot("", 0.0, 0.0, size, a).corners() for a in angles]
     xs = [-float(shapes[0][:, 0].min())]
-    for prev, cur in zip(shapes[:-1], shapes[1:], strict=True):
+    for prev, cur in itertools.pairwise(shapes):
         xs.append(xs[-1] + _min_shift(prev, cur, gap))
     width = xs[-1] + float(shapes[-1][:, 0].max())
     height = max(float(np.ptp(s[:, 1])) for s in shapes)
@@ -122,14 +123,19 @@ def layout_plots(
         amin = min(10.0, float(amax))
         rows = []
         for r, k in enumerate(counts):
-            angles = [sign * (amin + (amax - amin) * float(t)) for t in u] if r == rot_row else [0.0] * k
+            angles = (
+                [sign * (amin + (amax - amin) * float(t)) for t in u] if r == rot_row else [0.0] * k
+            )
             rows.append((angles, *_row_shapes(plot_px, angles, gap)))
-        if max(w for _, _, w, _ in rows) <= span and sum(h for *_, h in rows) + gap * (nrows - 1) <= span:
+        if (
+            max(w for _, _, w, _ in rows) <= span
+            and sum(h for *_, h in rows) + gap * (nrows - 1) <= span
+        ):
             break
     else:
         need = math.ceil(ncols * plot_px + (ncols + 1) * gap)
         raise InputError(
-            f"demo: {n} plots of {plot_px:.0f} px do not fit in the valid area ({span:.0f} px across); "
+            f"demo: {n} plots of {plot_px:.0f} px do not fit in the valid area ({span:.0f} px); "
             f"raise demo.size_px (need roughly {math.ceil(need / 0.9)}) or lower demo.plot_size_m"
         )
     slack_y = span - sum(h for *_, h in rows) - gap * (nrows - 1)

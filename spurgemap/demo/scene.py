@@ -10,7 +10,6 @@ from scipy.spatial import cKDTree
 from spurgemap.demo.layout import Plot, layout_plots
 from spurgemap.demo.objects import (
     Patch,
-    Stamps,
     background_patches,
     make_flowers,
     make_shrubs,
@@ -41,7 +40,9 @@ def _assign_kinds(rng: np.random.Generator, plots: list[Plot]) -> list[Plot]:
     present = rng.permutation(n)[:n_present]
     kinds = ["absent"] * n
     for j, i in enumerate(present):
-        kinds[int(i)] = "cryptic" if j == 0 else str(rng.choice(PRESENT_KINDS, p=[0.3, 0.3, 0.3, 0.1]))
+        kinds[int(i)] = (
+            "cryptic" if j == 0 else str(rng.choice(PRESENT_KINDS, p=[0.3, 0.3, 0.3, 0.1]))
+        )
     return [replace(p, kind=k) for p, k in zip(plots, kinds, strict=True)]
 
 

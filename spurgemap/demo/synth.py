@@ -121,8 +121,12 @@ class Collar:
         r = np.arange(rows[0], rows[1], dtype=np.float32)[:, None]
         c = np.arange(cols[0], cols[1], dtype=np.float32)[None, :]
         s = np.float32(self.size - 1)
-        ok = (r >= self.top[None, cols[0] : cols[1]]) & (s - r >= self.bottom[None, cols[0] : cols[1]])
-        ok &= (c >= self.left[rows[0] : rows[1], None]) & (s - c >= self.right[rows[0] : rows[1], None])
+        ok = (r >= self.top[None, cols[0] : cols[1]]) & (
+            s - r >= self.bottom[None, cols[0] : cols[1]]
+        )
+        ok &= (c >= self.left[rows[0] : rows[1], None]) & (
+            s - c >= self.right[rows[0] : rows[1], None]
+        )
         tl, tr, bl, br = self.corners
         if tl > 0:
             ok &= r + c >= tl
@@ -151,7 +155,8 @@ def _margin(rng: np.random.Generator, size: int, depth: float) -> F32:
     steps = gaussian_filter1d(steps, 2.0)
     jag = rng.random(size)
     m = depth * (0.15 + 0.55 * slow + 0.22 * steps + 0.08 * jag)
-    return np.minimum(m, depth).astype(np.float32)
+    out: F32 = np.minimum(m, depth).astype(np.float32)
+    return out
 
 
 def make_collar(rng: np.random.Generator, size: int) -> Collar:
@@ -251,7 +256,10 @@ def _draw_shrubs(
         cx = sh.x + (sh.dx if pass_shadow else 0.0)
         cy = sh.y + (sh.dy if pass_shadow else 0.0)
         hit = (
-            (cx + reach >= cols[0]) & (cx - reach < cols[1]) & (cy + reach >= rows[0]) & (cy - reach < rows[1])
+            (cx + reach >= cols[0])
+            & (cx - reach < cols[1])
+            & (cy + reach >= rows[0])
+            & (cy - reach < rows[1])
         )
         for i in np.flatnonzero(hit):
             r0 = max(rows[0], int(cy[i] - reach[i]))
@@ -265,7 +273,8 @@ def _draw_shrubs(
             dist = np.hypot(xx, yy)
             theta = np.arctan2(yy, xx)
             wob = 1.0 + sum(
-                sh.amp[i, k] * np.cos((k + 2) * theta + sh.phase[i, k]) for k in range(sh.amp.shape[1])
+                sh.amp[i, k] * np.cos((k + 2) * theta + sh.phase[i, k])
+                for k in range(sh.amp.shape[1])
             )
             edge = sh.r[i] * wob
             win = (slice(r0 - rows[0], r1 - rows[0]), slice(c0 - cols[0], c1 - cols[0]))
@@ -333,7 +342,9 @@ def _composite(
     alpha = np.minimum(cover, 1.0).astype(np.float32)
     flat = rgb.reshape(3, -1)
     for k in range(3):
-        mean = (np.bincount(inv, weights=wt * col[:, k], minlength=used.size) / cover).astype(np.float32)
+        mean = (np.bincount(inv, weights=wt * col[:, k], minlength=used.size) / cover).astype(
+            np.float32
+        )
         flat[k, used] += (mean - flat[k, used]) * alpha
     if truth is not None:
         tf = truth.reshape(-1)

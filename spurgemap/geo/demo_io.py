@@ -13,11 +13,11 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import rasterio
+from affine import Affine
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 from rasterio.enums import ColorInterp
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
@@ -31,7 +31,9 @@ def check_projected_epsg(epsg: int) -> CRS:
     try:
         crs = CRS.from_epsg(epsg)
     except CRSError:
-        raise InputError(f"demo.epsg={epsg}: unknown EPSG code; use a UTM code such as 32612") from None
+        raise InputError(
+            f"demo.epsg={epsg}: unknown EPSG code; use a UTM code such as 32612"
+        ) from None
     units = {ax.unit_name for ax in crs.axis_info}
     if not crs.is_projected or not units <= {"metre", "meter"}:
         raise InputError(
@@ -65,7 +67,7 @@ class SiteRasterWriter:
             "width": size,
             "height": size,
             "crs": CRS.from_epsg(epsg).to_wkt(),
-            "transform": from_origin(west, north, gsd_m, gsd_m),
+            "transform": Affine.translation(west, north) @ Affine.scale(gsd_m, -gsd_m),
             "tiled": True,
             "blockxsize": BLOCK,
             "blockysize": BLOCK,
@@ -73,11 +75,10 @@ class SiteRasterWriter:
             "BIGTIFF": "IF_SAFER",
         }
         ortho_path.parent.mkdir(parents=True, exist_ok=True)
-        self._ortho = rasterio.open(
-            ortho_path, "w", count=4, dtype="uint8", photometric="RGB", alpha="YES",
-            predictor=2, **common,
-        )
-        self._ortho.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        rgba = {"count": 4, "dtype": "uint8", "photometric": "RGB", "alpha": "YES", "predictor": 2}
+        self._ortho = rasterio.open(ortho_path, "w", **rgba, **common)
+        ci = ColorInterp
+        self._ortho.colorinterp = [ci.red, ci.green, ci.blue, ci.alpha]
         self._truth = rasterio.open(truth_path, "w", count=1, dtype="uint8", nodata=255, **common)
         self._truth.set_band_description(1, "leafy spurge: 1 present, 0 absent")
         self._size = size

@@ -256,7 +256,7 @@ def _padded_read(read: Callable[[Window], np.ndarray], window: Window, width: in
     cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
     if cc0 == c0 and rr0 == r0 and cc1 == c1 and rr1 == r1:
         return np.asarray(read(Window(c0, r0, c1 - c0, r1 - r0)))
-    out = np.zeros(shape, dtype=dtype)
+    out: np.ndarray = np.zeros(shape, dtype=dtype)
     if cc1 > cc0 and rr1 > rr0:
         part = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
         out[..., rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = part

@@ -53,9 +53,8 @@ def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine
     }
     if compress != "none":
         profile.update(compress=compress, predictor=2)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(rgb)
-            dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-            if not valid.all():
-                dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        dst.write(rgb)
+        dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+        if not valid.all():
+            dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))

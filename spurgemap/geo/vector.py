@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections import Counter
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +12,8 @@ from typing import Any
 
 import geopandas as gpd
 import pandas as pd
-from pyproj import CRS, Transformer
 import shapely
+from pyproj import CRS, Transformer
 from shapely import Point, make_valid
 from shapely.geometry.base import BaseGeometry
 
@@ -102,15 +104,15 @@ def read_plots(path: Path, crs: str | None = None) -> PlotLayer:
         raise InputError(f"{path}: needs columns plot_id and site_id (found {cols})")
     sites = gdf[site_col].astype(str).str.strip().tolist()
     plots = gdf[plot_col].astype(str).str.strip().tolist()
-    empty = [i + 1 for i, (s, p) in enumerate(zip(sites, plots)) if not s or not p or p == "None"]
+    empty = [i + 1 for i, (s, p) in enumerate(zip(sites, plots, strict=False)) if not s or not p or p == "None"]
     if empty:
         raise InputError(f"{path}: features {empty[:10]} have an empty site_id or plot_id")
-    seen: set[tuple[str, str]] = set()
-    dups = sorted({f"{s}/{p}" for s, p in zip(sites, plots) if (s, p) in seen or seen.add((s, p))})
+    counts = Counter(zip(sites, plots, strict=True))
+    dups = sorted(f"{s}/{p}" for (s, p), n in counts.items() if n > 1)
     if dups:
         raise InputError(f"{path}: duplicate plot ids: {', '.join(dups[:10])}")
     geoms, repaired = [], []
-    for s, p, g in zip(sites, plots, gdf.geometry):
+    for s, p, g in zip(sites, plots, gdf.geometry, strict=False):
         if g is None or g.is_empty:
             raise InputError(f"{path}: plot {s}/{p} has no geometry")
         if g.geom_type not in ("Polygon", "MultiPolygon", "Point"):

@@ -85,7 +85,7 @@ def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     infos = _open_all(config, inputs.orthos)
     layer = read_plots(inputs.plots, inputs.plots_crs)
     survey = _load_survey(config, inputs, layer.attributes, layer.source)
-    plot_keys = set(zip(layer.site_ids, layer.plot_ids))
+    plot_keys = set(zip(layer.site_ids, layer.plot_ids, strict=False))
     unknown = sorted(f"{s}/{p}" for s, p in survey.labels if (s, p) not in plot_keys)
     if unknown:
         raise InputError(f"{survey.source}: plot ids not in {layer.source}: {', '.join(unknown[:10])}")

@@ -75,7 +75,7 @@ def plot_frame(
     gx, gy = raster_transform.a, -raster_transform.e
     if isinstance(geom, Point):
         geom = geom.buffer(point_size / 2, cap_style="square")
-        u, corners = (1.0, 0.0), []
+        u, corners = (1.0, 0.0), list[tuple[float, float]]()
     else:
         u, corners = _frame_axes(geom)
     angle = math.degrees(math.atan2(u[1], u[0]))

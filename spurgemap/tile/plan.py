@@ -51,7 +51,7 @@ def _safe_ids(layer: PlotLayer) -> dict[tuple[str, str], tuple[str, str]]:
     """File-safe (site, plot) ids, refusing ids that are empty or collide once made safe."""
     out: dict[tuple[str, str], tuple[str, str]] = {}
     taken: dict[tuple[str, str], tuple[str, str]] = {}
-    for key in zip(layer.site_ids, layer.plot_ids):
+    for key in zip(layer.site_ids, layer.plot_ids, strict=False):
         safe = (safe_id(key[0]), safe_id(key[1]))
         if not all(safe):
             raise InputError(f"{layer.source}: id {key[0]!r}/{key[1]!r} has no usable characters")
@@ -66,13 +66,13 @@ def _safe_ids(layer: PlotLayer) -> dict[tuple[str, str], tuple[str, str]]:
 def plan_jobs(config: SpurgemapConfig, infos: list[OrthoInfo], layer: PlotLayer, survey: Survey) -> Plan:
     plan = Plan(repaired=list(layer.repaired))
     safe = _safe_ids(layer)
-    keys = list(zip(layer.site_ids, layer.plot_ids))
+    keys = list(zip(layer.site_ids, layer.plot_ids, strict=False))
     per_ortho = [reproject(layer.geoms, layer.crs_wkt, info.crs_wkt) for info in infos]
     footprints = [box(*info.bounds) for info in infos]
     t = config.tile
     for i, key in enumerate(keys):
         name = f"{key[0]}/{key[1]}"
-        cover = [_coverage(geoms[i], fp) for geoms, fp in zip(per_ortho, footprints)]
+        cover = [_coverage(geoms[i], fp) for geoms, fp in zip(per_ortho, footprints, strict=False)]
         # Best coverage wins; among equals, an orthomosaic whose folder or name is the site id.
         best = max(range(len(infos)), key=lambda j: (
             round(cover[j], 6), key[0] in (infos[j].path.parent.name, infos[j].path.stem)))

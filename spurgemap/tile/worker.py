@@ -52,7 +52,7 @@ def _aligned_patches(job: PlotJob, reader: OrthoReader, size: int):
 
 def _rotated_patch(spec: TileSpec, reader: OrthoReader, size: int, resampling: str, crs_wkt: str):
     inv = ~reader.info.transform
-    cols, rows = zip(*(inv @ xy for xy in spec.footprint.exterior.coords[:4]))
+    cols, rows = zip(*(inv @ xy for xy in spec.footprint.exterior.coords[:4]), strict=False)
     c0, r0 = math.floor(min(cols)) - 2, math.floor(min(rows)) - 2
     c1, r1 = math.ceil(max(cols)) + 2, math.ceil(max(rows)) + 2
     rgb, valid, clipped = reader.read(c0, r0, c1 - c0, r1 - r0)
@@ -76,7 +76,7 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
         patches = ((s, *_rotated_patch(s, reader, size, t.resampling, crs_wkt)) for s in job.frame.tiles)
     extras = {k: v for k, v in job.extras.items() if k not in _RESERVED}
     outcomes = []
-    for (spec, rgb, valid, clipped), tile_id in zip(patches, job.tile_ids):
+    for (spec, rgb, valid, clipped), tile_id in zip(patches, job.tile_ids, strict=False):
         frac = float(valid.mean())
         if frac < t.min_valid_fraction:
             reason = "no_valid_pixels" if frac == 0 else "low_valid_fraction"
