@@ -45,5 +45,5 @@ def test_bad_config_files_are_one_line_errors(tmp_path, text, fragment):
 def test_bad_set_syntax():
     with pytest.raises(InputError, match="KEY=VALUE"):
         load_config(sets=["tile.tile_size_px"])
-    with pytest.raises(InputError, match="missing.yaml: config file not found"):
+    with pytest.raises(InputError, match=r"missing\.yaml: config file not found"):
         load_config(DEFAULT_CONFIG.parent / "missing.yaml")

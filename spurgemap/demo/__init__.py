@@ -71,8 +71,8 @@ def _validate(cfg: DemoConfig, out: Path) -> None:
     plot_px = cfg.plot_size_m / cfg.gsd_m
     if plot_px < MIN_PLOT_PX:
         raise InputError(
-            f"demo.plot_size_m={cfg.plot_size_m} is only {plot_px:.0f} px at demo.gsd_m={cfg.gsd_m}; "
-            f"use plots of at least {MIN_PLOT_PX} px"
+            f"demo.plot_size_m={cfg.plot_size_m} is only {plot_px:.0f} px at "
+            f"demo.gsd_m={cfg.gsd_m}; use plots of at least {MIN_PLOT_PX} px"
         )
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory; choose another --out")
@@ -183,7 +183,7 @@ def make_demo_data(
         "spurgemap demo field data: synthetic drone orthomosaics of Montana grassland",
         "with leafy spurge. Not real data: draw no conclusions about any real place.",
         f"Generated with seed={cfg.seed}; the same seed gives identical files.",
-        f"{cfg.sites} sites of {cfg.size_px} x {cfg.size_px} px at {cfg.gsd_m} m/px, EPSG:{cfg.epsg}.",
+        f"{cfg.sites} sites of {cfg.size_px} px square at {cfg.gsd_m} m/px, EPSG:{cfg.epsg}.",
         "sites/<site>/ortho.tif  RGBA orthomosaic (alpha 0 = no data)",
         "sites/<site>/truth.tif  1 = leafy spurge, 0 = none, 255 = no data (for scoring maps)",
         f"plots.geojson          {len(survey)} plots, {cfg.plot_size_m:g} m squares, EPSG:4326",

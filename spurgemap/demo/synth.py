@@ -154,7 +154,7 @@ def _margin(rng: np.random.Generator, size: int, depth: float) -> F32:
         pos += run
     steps = gaussian_filter1d(steps, 2.0)
     jag = rng.random(size)
-    m = depth * (0.15 + 0.55 * slow + 0.22 * steps + 0.08 * jag)
+    m = depth * (0.1 + 0.5 * slow + 0.3 * steps + 0.1 * jag)
     out: F32 = np.minimum(m, depth).astype(np.float32)
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject
 
 _RESAMPLING = {
@@ -35,11 +37,13 @@ def resample_into_frame(
     src = np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]], axis=0)
     dst = np.zeros((4, size, size), dtype=np.uint8)
     crs = CRS.from_wkt(crs_wkt)
-    reproject(src, dst, src_transform=src_transform, src_crs=crs, dst_transform=dst_transform,
-              dst_crs=crs, resampling=_RESAMPLING[resampling], src_alpha=4, dst_alpha=4,
-              # Same pixel size in and out: without XSCALE/YSCALE GDAL widens the kernel by the
-              # rotation's apparent scale change and blurs the tile.
-              XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
+    with warnings.catch_warnings():  # arrays carry no georeferencing of their own; we pass it
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        reproject(src, dst, src_transform=src_transform, src_crs=crs, dst_transform=dst_transform,
+                  dst_crs=crs, resampling=_RESAMPLING[resampling], src_alpha=4, dst_alpha=4,
+                  # Same pixel size in and out: without XSCALE/YSCALE GDAL widens the kernel by the
+                  # rotation's apparent scale change and blurs the tile.
+                  XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
     return dst[:3], dst[3] >= 128
 
 

@@ -82,7 +82,7 @@ def plan_jobs(config: SpurgemapConfig, infos: list[OrthoInfo], layer: PlotLayer,
         if key not in survey.labels:
             plan.unlabelled.append(name)
             continue
-        if cover[best] < 1:
+        if cover[best] < 0.999:  # reprojection round-off leaves full plots at 0.99999...
             plan.partial.append(name)
         info = infos[best]
         point_size = t.point_plot_size_m * info.res_x / info.gsd_m
