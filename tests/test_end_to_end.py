@@ -1,0 +1,89 @@
+"""demo-data -> tile through the CLI, the committed field_data examples, `info` and `demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from spurgemap.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "field_data" / "examples"
+runner = CliRunner()
+
+
+def _ok(*args):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output + str(res.exception)
+    return res
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("e2e") / "field"
+    _ok("demo-data", out, "--sites", 3, "--size", 3000, "--seed", 0)
+    return out
+
+
+def test_demo_data_then_tile(demo, tmp_path):
+    orthos = sorted((demo / "sites").glob("*/ortho.tif"))
+    assert len(orthos) == 3
+    res = _ok("tile", *orthos, "--plots", demo / "plots.geojson", "--survey", demo / "survey.csv",
+              "--out", tmp_path / "tiles")
+    assert "108 tiles" in res.stdout
+    idx = gpd.read_file(tmp_path / "tiles" / "tiles.gpkg")
+    assert len(idx) == 108 and idx.crs.to_epsg() == 32612
+    assert (idx.groupby(["site_id", "plot_id"]).size() == 4).all()  # 10 m plots -> 2 x 2 tiles
+    assert set(idx.resampling) == {"none", "bilinear"}  # the demo has axis-aligned and rotated plots
+    # labels agree with the ground truth the generator wrote: present tiles hold far more spurge
+    share = []
+    for _, t in idx.iterrows():
+        with rasterio.open(demo / "sites" / t.site_id / "truth.tif") as ds:
+            truth = ds.read(1, window=rasterio.windows.from_bounds(*t.geometry.bounds, ds.transform))
+        share.append((truth == 1).mean())
+    idx["truth_share"] = share
+    means = idx.groupby("label").truth_share.mean()
+    assert means["absent"] < 0.01 and means["present"] > 5 * means["absent"] + 0.01
+    survey = json.loads((tmp_path / "tiles" / "summary.json").read_text())
+    assert survey["tiles"] == 108 and survey["partially_covered_plots"] == []
+
+
+def test_committed_examples_match_demo_and_tile(demo, tmp_path):
+    assert (EXAMPLES / "survey.csv").read_text() == (demo / "survey.csv").read_text()
+    a = gpd.read_file(EXAMPLES / "plots.geojson")
+    b = gpd.read_file(demo / "plots.geojson")
+    assert a.geometry.geom_equals_exact(b.geometry, 1e-9).all()
+    orthos = sorted((demo / "sites").glob("*/ortho.tif"))
+    _ok("tile", *orthos, "--plots", EXAMPLES / "plots.geojson", "--survey", EXAMPLES / "survey.csv",
+        "--verify", EXAMPLES / "verify.csv", "--out", tmp_path / "t1")
+    idx = gpd.read_file(tmp_path / "t1" / "tiles.gpkg").set_index("tile_id")
+    assert idx.loc["site01_P1_r0c0", "label"] == "absent" and idx.loc["site01_P1_r0c0", "label_source"] == "verify"
+    # the point survey: one 0.5 m plot per point -> one tile centred on it
+    _ok("tile", *orthos, "--plots", EXAMPLES / "points.csv", "--out", tmp_path / "t2")
+    pts = gpd.read_file(tmp_path / "t2" / "tiles.gpkg")
+    assert len(pts) == 27 and (pts.plot_fraction < 0.1).all()
+
+
+def test_info_on_ortho_and_tiles(demo, tmp_path):
+    res = _ok("info", demo / "sites" / "site01" / "ortho.tif")
+    info = json.loads(res.stdout)
+    assert info["crs"] == "EPSG:32612" and info["gsd_cm"] == pytest.approx(1.4, abs=0.01)
+    assert info["mask"] == "alpha" and info["size_px"] == [3000, 3000]
+    _ok("tile", demo / "sites" / "site02" / "ortho.tif", "--plots", demo / "plots.geojson",
+        "--survey", demo / "survey.csv", "--out", tmp_path / "t")
+    tiles = json.loads(_ok("info", tmp_path / "t").stdout)
+    assert tiles["tiles"] == 36 and sum(tiles["per_site"].values()) == 36
+
+
+def test_demo_command_runs_the_built_stages(tmp_path):
+    res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 2600)
+    assert "not built yet" in res.stdout and "tiles in" in res.stdout
+    assert (tmp_path / "run" / "tiles" / "tiles.gpkg").exists()
+    assert (tmp_path / "run" / "config.yaml").exists()
+    arr = rasterio.open(next((tmp_path / "run" / "tiles" / "tiles").rglob("*.tif"))).read()
+    assert arr.shape == (3, 250, 250) and np.ptp(arr) > 50
