@@ -123,6 +123,11 @@ def test_truncated_raster_leaves_nothing_behind(tmp_path):
     ("duplicate", "duplicate plot ids"),
     ("no_ids", "needs columns plot_id and site_id"),
     ("line", "is a LineString"),
+    ("plots_missing", "nowhere.gpkg: file not found"),
+    ("plots_empty", "is empty (0 bytes)"),
+    ("survey_empty", "s.csv: is empty"),
+    ("survey_no_label", "no presence column"),
+    ("verify_unknown", "tile ids not produced by this tiling: s1_A_r9c9"),
 ])
 def test_bad_plots_and_surveys_are_refused(tmp_path, case, fragment):
     ortho = make_rgba(tmp_path / "o.tif", h=600, w=600)
@@ -145,6 +150,18 @@ def test_bad_plots_and_surveys_are_refused(tmp_path, case, fragment):
         from shapely import LineString
 
         plots = _plots(tmp_path, geometry=LineString([px_to_map(100, 100), px_to_map(200, 200)]))
+    elif case == "plots_missing":
+        plots = tmp_path / "nowhere.gpkg"
+    elif case == "plots_empty":
+        plots = tmp_path / "empty.geojson"
+        plots.write_text("")
+    elif case == "survey_empty":
+        (tmp_path / "s.csv").write_text("")
+        extra = ["--survey", str(tmp_path / "s.csv")]
+    elif case == "survey_no_label":
+        extra = ["--survey", str(write_csv(tmp_path / "s.csv", "site_id,plot_id,notes", "s1,A,hello"))]
+    elif case == "verify_unknown":
+        extra = ["--verify", str(write_csv(tmp_path / "v.csv", "tile_id,presence", "s1_A_r9c9,yes"))]
     res, out = _tile_cli(tmp_path, ortho, plots, *extra)
     _assert_refused(res, fragment, out=out)
 
