@@ -73,8 +73,19 @@ def _child(mode: str, ortho: Path, plots: Path, work: Path, workers: int) -> dic
         n = res.n_tiles + sum(res.skipped.values())
         px = n * cfg.tile.tile_size_px**2
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = _peak_rss_mb()
     return {"tiles": n, "pixels": px, "seconds": seconds, "peak_rss_mb": rss_mb}
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM); ru_maxrss would inherit the parent's across exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _plain_read(cfg, ortho: Path, plots: Path) -> tuple[int, int]:

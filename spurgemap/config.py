@@ -47,6 +47,7 @@ class TileConfig(_Section):
     max_pixels: int = Field(50_000_000_000, gt=0)
     max_compression_ratio: float = Field(5000.0, gt=1.0)
     compress: Literal["deflate", "lzw", "none"] = "deflate"
+    compress_level: int = Field(1, ge=1, le=9)
     workers: int = Field(2, ge=1, le=64)
     gdal_cache_mb: int = Field(256, ge=16)
 

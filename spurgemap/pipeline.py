@@ -9,6 +9,7 @@ from pathlib import Path
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.demo import DemoResult, make_demo_data
 from spurgemap.outputs import staged_dir
+from spurgemap.progress import progress
 from spurgemap.tile import TileInputs, TileResult, run_tile
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,16 @@ class DemoRun:
 
 def write_demo_data(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> DemoResult:
     """Demo data into `out`, atomically (the generator itself writes into a staged folder)."""
-    with staged_dir(out, overwrite) as tmp:
-        result = make_demo_data(config.demo, tmp)
+    total = config.demo.sites * config.demo.size_px
+    with staged_dir(out, overwrite) as tmp, progress(total, "demo data", unit="rows") as advance:
+        seen = 0
+
+        def step(done: int, _total: int) -> None:
+            nonlocal seen
+            advance(done - seen)
+            seen = done
+
+        result = make_demo_data(config.demo, tmp, progress=step)
         (tmp / "config.yaml").write_text(dump_config(config))
     result.out = out
     return result

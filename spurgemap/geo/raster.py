@@ -10,8 +10,8 @@ import hashlib
 import logging
 import math
 import threading
-import warnings
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,70 +248,80 @@ def open_ortho(
         )
 
 
-def _padded_read(read: Callable[[Window], np.ndarray], window: Window, width: int, height: int,
-                 shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
-    """Read the part of `window` inside the raster and zero-pad the rest (cheaper than boundless)."""
-    c0, r0 = int(window.col_off), int(window.row_off)
-    c1, r1 = c0 + int(window.width), r0 + int(window.height)
-    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
-    if cc0 == c0 and rr0 == r0 and cc1 == c1 and rr1 == r1:
-        return np.asarray(read(Window(c0, r0, c1 - c0, r1 - r0)))
-    out: np.ndarray = np.zeros(shape, dtype=dtype)
-    if cc1 > cc0 and rr1 > rr0:
-        part = read(Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-        out[..., rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = part
-    return out
+def _read_inside(ds: rasterio.DatasetReader, info: OrthoInfo, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """RGB (raw dtype) and validity for a window inside the raster, decoding each block once.
+
+    Colour and alpha are read in one call: separate calls decode every DEFLATE block twice.
+    """
+    bands = list(info.rgb_bands) + ([info.alpha_band] if info.mask_kind == "alpha" and info.alpha_band else [])
+    data = ds.read(bands, window=win)
+    rgb = data[:3]
+    if info.mask_kind == "alpha":
+        valid = data[3] > 0
+    elif info.mask_kind == "mask":
+        valid = ds.read_masks(info.rgb_bands[0], window=win) > 0
+    elif info.mask_kind == "nodata":
+        valid = np.zeros(rgb.shape[1:], dtype=bool)
+        for band, idx in zip(rgb, info.rgb_bands, strict=True):
+            nodata = ds.nodatavals[idx - 1]
+            if nodata is None:
+                valid[:] = True
+            elif np.isnan(nodata):
+                valid |= ~np.isnan(band)
+            else:
+                valid |= band != nodata
+    else:
+        valid = np.ones(rgb.shape[1:], dtype=bool)
+    if rgb.dtype.kind == "f":
+        valid &= np.isfinite(rgb).all(axis=0)
+    return rgb, valid
 
 
 def read_rgb(ds: rasterio.DatasetReader, info: OrthoInfo,
              window: Window) -> tuple[np.ndarray, np.ndarray, int]:
     """Return (3, h, w) uint8 RGB, an (h, w) bool validity mask (outside the raster is invalid)
-    and the number of valid pixels clipped by --value-range scaling."""
+    and the number of valid pixels clipped by --value-range scaling.
+
+    Windows may extend past the raster: the inside part is read and the rest padded as invalid,
+    which is much cheaper than GDAL's boundless (VRT) reads.
+    """
     h, w = int(window.height), int(window.width)
-    try:
-        mask = _padded_read(lambda win: _valid(ds, info, win), window, info.width, info.height, (h, w),
-                            bool)
-        if info.dtype != "uint8":
-            return _read_scaled(ds, info, window, mask)
-        rgb = _padded_read(lambda win: ds.read(info.rgb_bands, window=win), window,
-                           info.width, info.height, (3, h, w))
-    except RasterioError as exc:
-        raise _fail(info.path, f"read failed at window {window} ({_first_line(exc)}); "
-                    "the file is truncated or corrupt") from None
-    return rgb, mask, 0
-
-
-def _valid(ds: rasterio.DatasetReader, info: OrthoInfo, window: Window) -> np.ndarray:
-    if info.mask_kind == "mask":
-        return ds.read_masks(info.rgb_bands[0], window=window) > 0
-    if info.mask_kind == "alpha":
-        assert info.alpha_band is not None
-        return ds.read(info.alpha_band, window=window) > 0
-    if info.mask_kind == "nodata":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            masks = ds.read_masks(list(info.rgb_bands), window=window)
-        return masks.any(axis=0)
-    return np.ones((int(window.height), int(window.width)), dtype=bool)
-
-
-def _read_scaled(ds: rasterio.DatasetReader, info: OrthoInfo, window: Window,
-                 mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    assert info.value_range is not None
-    lo, hi = info.value_range
-    h, w = int(window.height), int(window.width)
-    data = np.zeros((3, h, w), dtype=np.float64)
     c0, r0 = int(window.col_off), int(window.row_off)
     cc0, rr0 = max(c0, 0), max(r0, 0)
     cc1, rr1 = min(c0 + w, info.width), min(r0 + h, info.height)
-    if cc1 > cc0 and rr1 > rr0:
-        part = ds.read(info.rgb_bands, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0)).astype(np.float64)
-        data[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = part
-    valid = mask & np.isfinite(data).all(axis=0)
-    data = np.nan_to_num(data)
+    dtype = np.uint8 if info.dtype == "uint8" else np.float64
+    rgb = np.zeros((3, h, w), dtype=dtype)
+    valid = np.zeros((h, w), dtype=bool)
+    try:
+        if cc1 > cc0 and rr1 > rr0:
+            part, ok = _read_inside(ds, info, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+            if part.shape[1:] == (h, w):
+                rgb, valid = part.astype(dtype, copy=False), ok
+            else:
+                rgb[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = part
+                valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
+    except RasterioError as exc:
+        raise _fail(info.path, f"read failed at window {window} ({_first_line(exc)}); "
+                    "the file is truncated or corrupt") from None
+    if info.dtype == "uint8":
+        return rgb, valid, 0
+    assert info.value_range is not None
+    lo, hi = info.value_range
+    data = np.nan_to_num(rgb)
     clipped = int((((data < lo) | (data > hi)).any(axis=0) & valid).sum())
     scaled = (data - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), valid, clipped
+
+
+@contextmanager
+def gdal_session(cache_mb: int) -> Iterator[None]:
+    """GDAL settings for a run, entered once per thread (entering is not free: ~ms).
+
+    GDAL sizes its block cache once, at the first block read of the process (default 5 % of RAM),
+    so the whole run, header probes included, must execute inside this context.
+    """
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb):
+        yield
 
 
 class OrthoReader:
@@ -320,9 +330,8 @@ class OrthoReader:
     Windows are plain (col_off, row_off, width, height) tuples so callers never need rasterio.
     """
 
-    def __init__(self, info: OrthoInfo, cache_mb: int = 256) -> None:
+    def __init__(self, info: OrthoInfo) -> None:
         self.info = info
-        self._cache_mb = cache_mb
         self._local = threading.local()
         self._handles: list[rasterio.DatasetReader] = []
         self._lock = threading.Lock()
@@ -330,8 +339,7 @@ class OrthoReader:
     def _dataset(self) -> rasterio.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
-            with rasterio.Env(GDAL_CACHEMAX=self._cache_mb):
-                ds = rasterio.open(self.info.path)
+            ds = rasterio.open(self.info.path)
             self._local.ds = ds
             with self._lock:
                 self._handles.append(ds)

@@ -48,7 +48,7 @@ def resample_into_frame(
 
 
 def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine,
-               crs_wkt: str, compress: str) -> None:
+               crs_wkt: str, compress: str, level: int = 1) -> None:
     """An RGB GeoTIFF that opens in QGIS in place; invalid pixels go to an internal mask."""
     profile = {
         "driver": "GTiff", "width": rgb.shape[2], "height": rgb.shape[1], "count": 3,
@@ -57,6 +57,8 @@ def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine
     }
     if compress != "none":
         profile.update(compress=compress, predictor=2)
+        if compress == "deflate":
+            profile["zlevel"] = level  # level 1: ~3x faster than the default 6, files ~10 % larger
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
         dst.write(rgb)
         dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)

@@ -19,12 +19,12 @@ from typing import Any
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.errors import InputError
-from spurgemap.geo.raster import OrthoInfo, OrthoReader, file_sha256, open_ortho
+from spurgemap.geo.raster import OrthoInfo, OrthoReader, file_sha256, gdal_session, open_ortho
 from spurgemap.geo.vector import read_plots, write_tile_index
 from spurgemap.outputs import check_target, staged_dir
 from spurgemap.progress import progress
 from spurgemap.survey import Survey, read_survey, read_verification, survey_from_frame
-from spurgemap.tile.plan import PlotJob, plan_jobs
+from spurgemap.tile.plan import PlotJob, block_row_groups, plan_jobs
 from spurgemap.tile.worker import TileOutcome, process_plot
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,11 @@ def _open_all(config: SpurgemapConfig, orthos: list[Path]) -> list[OrthoInfo]:
 
 
 def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
+    with gdal_session(config.tile.gdal_cache_mb):
+        return _run_tile(config, inputs)
+
+
+def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     start = time.perf_counter()
     check_target(inputs.out, inputs.overwrite)
     infos = _open_all(config, inputs.orthos)
@@ -98,17 +103,21 @@ def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     hashes = {info.path: file_sha256(info.path) for info in infos}
     total = sum(len(job.frame.tiles) for job in plan.jobs)
     outcomes: list[TileOutcome] = []
-    readers = {info.path: OrthoReader(info, config.tile.gdal_cache_mb) for info in infos}
+    readers = {info.path: OrthoReader(info) for info in infos}
     with staged_dir(inputs.out, inputs.overwrite) as tmp:
         try:
             with progress(total, "tiling") as advance, ThreadPoolExecutor(config.tile.workers) as pool:
-                def work(job: PlotJob) -> list[TileOutcome]:
-                    res = process_plot(job, readers[job.ortho.path], config, tmp, verify,
-                                       hashes[job.ortho.path])
-                    advance(len(res))
+                def work(group: list[PlotJob]) -> list[TileOutcome]:
+                    res: list[TileOutcome] = []
+                    with gdal_session(config.tile.gdal_cache_mb):
+                        for job in group:
+                            done = process_plot(job, readers[job.ortho.path], config, tmp, verify,
+                                                hashes[job.ortho.path])
+                            advance(len(done))
+                            res.extend(done)
                     return res
 
-                for res in pool.map(work, plan.jobs):
+                for res in pool.map(work, block_row_groups(plan.jobs)):
                     outcomes.extend(res)
         finally:
             for reader in readers.values():

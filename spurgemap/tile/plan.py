@@ -108,3 +108,21 @@ def plan_jobs(config: SpurgemapConfig, infos: list[OrthoInfo], layer: PlotLayer,
                              "check that plots and orthomosaics are of the same place and CRS")
         raise InputError(f"{layer.source}: no labelled plot lies on the orthomosaic(s) {files}")
     return plan
+
+
+def block_row_groups(jobs: list[PlotJob]) -> list[list[PlotJob]]:
+    """Plots grouped by the raster block row they start in, left to right.
+
+    One thread works through a group with its own GDAL handle, so blocks decoded for one plot are
+    still cached for its neighbours instead of being decoded again by another thread.
+    """
+    groups: dict[tuple[str, int], list[PlotJob]] = {}
+    for job in jobs:
+        inv = ~job.ortho.transform
+        minx, _, _, maxy = job.geom.bounds
+        _, row = inv @ (minx, maxy)
+        key = (str(job.ortho.path), int(row // job.ortho.block_shape[0]))
+        groups.setdefault(key, []).append(job)
+    for group in groups.values():
+        group.sort(key=lambda j: j.geom.bounds[0])
+    return [groups[k] for k in sorted(groups)]

@@ -85,7 +85,7 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
         path = site_dir / f"{tile_id}.tif"
         if path.resolve().parent != site_dir.resolve():  # ids are sanitised; this is the backstop
             raise RuntimeError(f"tile path escapes the output folder: {path}")
-        write_tile(path, np.ascontiguousarray(rgb), valid, spec.transform, crs_wkt, t.compress)
+        write_tile(path, np.ascontiguousarray(rgb), valid, spec.transform, crs_wkt, t.compress, t.compress_level)
         class_id = verify.get(tile_id, job.class_id)
         record = {
             "tile_id": tile_id, "site_id": job.site_id, "plot_id": job.plot_id,
