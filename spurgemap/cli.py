@@ -157,6 +157,49 @@ def _print_tile_summary(res: Any) -> None:
 
 
 @app.command()
+def train(
+    tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: model.spurge, metrics.json, pictures.")],
+    synthetic: Annotated[list[Path] | None, typer.Option(help="Synthetic set folder(s) from `augment`.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="tf_efficientnet_lite0, resnet18, resnet50 or a timm name.")]
+    = None,
+    weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone.")] = None,
+    mode: Annotated[str | None, typer.Option(help="probe (frozen backbone) or finetune.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    val_sites: Annotated[str | None, typer.Option(help="Validation sites, comma-separated.")] = None,
+    test_sites: Annotated[str | None, typer.Option(help="Test sites, never used for selection.")] = None,
+    shots: Annotated[int | None, typer.Option(help="K training tiles per class (few-shot).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a spurge / no-spurge classifier, validated on held-out sites."""
+    from spurgemap.train import TrainInputs, run_train
+
+    def sites(text: str | None) -> list[str] | None:
+        return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
+
+    def go() -> None:
+        cfg = _config(config, set_, **{
+            "train.backbone": backbone, "train.weights": str(weights) if weights else None,
+            "train.mode": mode, "train.epochs": epochs, "train.val_sites": sites(val_sites),
+            "train.test_sites": sites(test_sites), "train.shots": shots, "seed": seed,
+            "train.device": device})
+        res = run_train(cfg, TrainInputs(tiles_dir, out_dir, list(synthetic or []), overwrite))
+        m = res.metrics
+        out.print(f"validation ({m['selection']}): balanced accuracy {m['balanced_accuracy']:.3f}, "
+                  f"ROC-AUC {m['validation']['roc_auc'] or float('nan'):.3f}, threshold {m['threshold']:.3f}, "
+                  f"best epoch {m['best_epoch']}")
+        if "test" in m:
+            out.print(f"test sites: balanced accuracy {m['test']['balanced_accuracy']:.3f}")
+        out.print(f"{'resumed, ' if res.resumed else ''}{res.seconds:.1f} s -> {res.bundle}")
+
+    _run(go)
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder for the whole demo run.")],
     sites: Annotated[int | None, typer.Option(help="Number of demo sites.")] = None,

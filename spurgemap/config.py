@@ -52,6 +52,37 @@ class TileConfig(_Section):
     gdal_cache_mb: int = Field(256, ge=16)
 
 
+class AugmentOnTheFly(_Section):
+    """Classic augmentations applied while training (aerial tiles have no "up": D4 is on)."""
+
+    d4: bool = True
+    randaugment: bool = False
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0)
+    cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability per batch
+    mixup: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainConfig(_Section):
+    backbone: str = "tf_efficientnet_lite0"
+    weights: str | None = None
+    input_size: int | None = Field(None, ge=16)  # None: the backbone's own (224 for lite0)
+    mode: Literal["probe", "finetune"] = "probe"
+    epochs: int = Field(30, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    val_sites: list[str] = []
+    test_sites: list[str] = []
+    group_column: str = "site_id"  # or a cluster column of the tile index
+    folds: int = Field(0, ge=0)  # 0: leave-one-group-out when no val_sites are given
+    shots: int | None = Field(None, ge=1)
+    synthetic_alpha: float = Field(0.5, ge=0.0, le=1.0)
+    augment: AugmentOnTheFly = AugmentOnTheFly()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+    threads: int | None = Field(None, ge=1)
+
+
 class DemoConfig(_Section):
     sites: int = Field(3, ge=1, le=50)
     size_px: int = Field(3000, ge=2600)
@@ -67,6 +98,7 @@ class SpurgemapConfig(_Section):
     seed: int = 0
     labels: LabelRules = LabelRules()
     tile: TileConfig = TileConfig()
+    train: TrainConfig = TrainConfig()
     demo: DemoConfig = DemoConfig()
 
 

@@ -19,7 +19,20 @@ def describe(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: a folder without tiles.gpkg is not a tile set")
     if path.suffix.lower() in (".tif", ".tiff"):
         return _describe_ortho(path)
-    raise InputError(f"{path}: unknown kind of file; give an orthomosaic (.tif) or a tile set folder")
+    if path.suffix.lower() == ".spurge":
+        return _describe_bundle(path)
+    raise InputError(f"{path}: unknown kind of file; give an orthomosaic (.tif), a tile set folder "
+                     "or a model bundle (.spurge)")
+
+
+def _describe_bundle(path: Path) -> dict[str, Any]:
+    from spurgemap.train.bundle import load_bundle
+
+    state, meta = load_bundle(path)
+    keep = ["spurgemap_version", "backbone", "backbone_weights", "mode", "input_size", "mean", "std",
+            "class_names", "tile_size_px", "gsd_m", "threshold", "tile_set_hash", "metrics"]
+    return {"kind": "model bundle", "path": str(path), **{k: meta.get(k) for k in keep},
+            "parameters": int(sum(v.numel() for v in state.values()))}
 
 
 def _describe_ortho(path: Path) -> dict[str, Any]:

@@ -64,3 +64,9 @@ def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine
         dst.colorinterp = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
         if not valid.all():
             dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+
+
+def read_tile(path: Path) -> np.ndarray:
+    """A tile's pixels as (H, W, 3) uint8; invalid pixels stay as written (0)."""
+    with rasterio.open(path) as src:
+        return np.ascontiguousarray(src.read([1, 2, 3]).transpose(1, 2, 0))

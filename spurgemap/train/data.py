@@ -1,0 +1,142 @@
+"""Training data in memory: real tiles from a tile set, synthetic variants from augment manifests.
+
+A synthetic image is tied to the real tile it was made from (`source_tile_id`), which is what
+lets the leakage guard drop every variant of a validation or test tile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from spurgemap.errors import InputError
+from spurgemap.geo.tiles import read_tile
+from spurgemap.geo.vector import read_tile_index
+
+LABELS = {"absent": 0, "present": 1}
+# One row per synthetic image; `augment` writes it, `train` reads it.
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ["path", "source_tile_id", "label", "method", "strength", "seed", "prompt", "model_id"]
+
+
+@dataclass
+class TileSet:
+    tile_ids: list[str]
+    sites: np.ndarray  # site id per tile
+    groups: np.ndarray  # split groups per tile (site ids, or a cluster column)
+    labels: np.ndarray  # 0 absent, 1 present
+    images: np.ndarray  # (N, H, W, 3) uint8
+    tile_px: int
+    gsd_m: float
+    digest: str  # hash of ids, labels and pixels: ties a bundle to the data it was trained on
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+
+@dataclass
+class SyntheticSet:
+    images: np.ndarray  # (M, H, W, 3) uint8, resized to the tile size
+    source: np.ndarray  # index into TileSet per synthetic image
+    labels: np.ndarray
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
+    tiles_dir = Path(tiles_dir)
+    index = read_tile_index(tiles_dir / "tiles.gpkg")
+    if index.empty:
+        raise InputError(f"{tiles_dir}: the tile set is empty; run `spurgemap tile` on plots with valid pixels")
+    if group_column not in index.columns:
+        raise InputError(f"{tiles_dir}: tile index has no column {group_column!r} for grouping sites")
+    index = index.sort_values("tile_id").reset_index(drop=True)
+    images = []
+    digest = hashlib.sha256()
+    for tid, rel, label in zip(index.tile_id, index.path, index.label, strict=True):
+        path = (tiles_dir / rel).resolve()
+        if tiles_dir.resolve() not in path.parents or not path.exists():
+            raise InputError(f"{tiles_dir}: tile file {rel!r} of {tid} is missing or outside the tile set")
+        img = read_tile(path)
+        digest.update(f"{tid}:{label}".encode())
+        digest.update(img.tobytes())
+        images.append(img)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise InputError(f"{tiles_dir}: tiles have different sizes {sorted(shapes)}; re-tile with one tile size")
+    labels = index.label.map(LABELS)
+    if labels.isna().any():
+        raise InputError(f"{tiles_dir}: unknown labels {sorted(set(index.label[labels.isna()]))} in tiles.gpkg")
+    return TileSet(
+        tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
+        groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
+        images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
+        digest=digest.hexdigest()[:16],
+    )
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as src:
+            rgb = src.convert("RGB")
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def load_synthetic(dirs: list[Path], tiles: TileSet) -> SyntheticSet:
+    """Read augment outputs; refuse manifests that do not belong to this tile set."""
+    index = {tid: i for i, tid in enumerate(tiles.tile_ids)}
+    images, source, labels, rows = [], [], [], []
+    for d in dirs:
+        d = Path(d)
+        manifest = d / MANIFEST
+        if not manifest.exists():
+            raise InputError(f"{d}: no {MANIFEST}; pass a folder written by `spurgemap augment`")
+        df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+        if missing:
+            raise InputError(f"{manifest}: missing columns {missing}")
+        unknown = sorted(set(df.source_tile_id) - set(index))
+        if unknown:
+            raise InputError(f"{manifest}: does not match the tile set: source tiles {unknown[:5]} "
+                             f"({len(unknown)} in all) are not in it")
+        bad_label = df[df.label.map(LABELS).isna()]
+        if len(bad_label):
+            raise InputError(f"{manifest}: unknown labels {sorted(set(bad_label.label))[:5]}")
+        for row in df.itertuples():
+            src = index[row.source_tile_id]
+            if LABELS[row.label] != tiles.labels[src]:
+                raise InputError(f"{manifest}: {row.path} is labelled {row.label} but its source tile "
+                                 f"{row.source_tile_id} is not; the manifest does not match the tile set")
+            path = (d / row.path).resolve()
+            if d.resolve() not in path.parents:
+                raise InputError(f"{manifest}: path {row.path!r} points outside {d}")
+            images.append(_read_image(path, tiles.tile_px))
+            source.append(src)
+            labels.append(LABELS[row.label])
+        rows.append(df.assign(synthetic_dir=str(d)))
+    shape = (0, tiles.tile_px, tiles.tile_px, 3)
+    return SyntheticSet(
+        images=np.stack(images) if images else np.zeros(shape, np.uint8),
+        source=np.asarray(source, dtype=np.int64), labels=np.asarray(labels, dtype=np.int64),
+        rows=pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=MANIFEST_COLUMNS),
+    )
+
+
+def restrict_synthetic(syn: SyntheticSet, train_idx: np.ndarray) -> np.ndarray:
+    """Indices of synthetic images usable in training: only variants of training tiles.
+
+    This is the leakage guard: a variant of a validation or test tile never reaches training.
+    """
+    allowed = np.isin(syn.source, train_idx)
+    return np.flatnonzero(allowed)

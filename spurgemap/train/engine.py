@@ -1,0 +1,250 @@
+"""The training engine: tensors in, trained weights and per-epoch history out. No paths, no CRS.
+
+Every random draw of an epoch comes from a generator seeded by (seed, phase, epoch), so a run that
+is killed and resumed from its last checkpoint repeats exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from spurgemap.config import TrainConfig
+from spurgemap.train.bundle import SpurgeClassifier
+from spurgemap.train.metrics import classification_metrics
+
+
+@dataclass
+class Batchable:
+    """Images the engine may draw: real tiles, their synthetic variants, and the draw rule."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8 real tiles
+    labels: np.ndarray
+    syn_images: np.ndarray  # (M, H, W, 3) uint8
+    syn_labels: np.ndarray
+    syn_by_tile: dict[int, np.ndarray] = field(default_factory=dict)  # real index -> allowed syn indices
+
+
+@dataclass
+class Prep:
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+    channels_last: bool
+
+    def __call__(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 -> normalised float at the backbone's input size."""
+        x = batch_u8.to(self.device, non_blocking=True).float().div_(255)
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              antialias=True, align_corners=False)
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def d4(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (k in 0..7) on the last two dims."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+
+
+def cacheable(cfg: TrainConfig) -> bool:
+    """A frozen backbone with only D4 augmentation sees each (tile, symmetry) once: cache features."""
+    a = cfg.augment
+    return cfg.mode == "probe" and not (a.randaugment or a.color_jitter or a.cutmix or a.mixup)
+
+
+def freeze_for_probe(model: SpurgeClassifier) -> None:
+    """Linear probe: backbone frozen and kept in eval mode, so BatchNorm keeps its ImageNet
+    statistics (a few hundred tiles would only add noise to them); only the head learns."""
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.backbone.eval()
+
+
+@torch.inference_mode()
+def extract_features(model: SpurgeClassifier, images: np.ndarray, prep: Prep, symmetries: int,
+                     batch_size: int, advance: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(N, S, F) features for each image under each of S D4 symmetries."""
+    model.backbone.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = _to_tensor(images[start:start + batch_size])
+        per_sym = [model.backbone(prep(d4(chunk, k))).float().cpu() for k in range(symmetries)]
+        out.append(torch.stack(per_sym, dim=1))
+        if advance:
+            advance(len(chunk))
+    return torch.cat(out) if out else torch.zeros((0, symmetries, 1))
+
+
+@torch.inference_mode()
+def predict_probs(model: SpurgeClassifier, images: np.ndarray, prep: Prep, batch_size: int) -> np.ndarray:
+    model.eval()
+    probs = []
+    for start in range(0, len(images), batch_size):
+        x = prep(_to_tensor(images[start:start + batch_size]))
+        with _autocast(prep.device):
+            probs.append(torch.sigmoid(model(x).float()).cpu())
+    return torch.cat(probs).numpy() if probs else np.zeros(0)
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def draw_epoch(data: Batchable, train_idx: np.ndarray, alpha: float, d4_on: bool,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's draws: (is_synthetic, image index, symmetry) per sample, shuffled."""
+    order = rng.permutation(train_idx)
+    syn = np.zeros(len(order), dtype=bool)
+    idx = order.copy()
+    for j, i in enumerate(order):
+        variants = data.syn_by_tile.get(int(i))
+        if variants is not None and len(variants) and rng.random() < alpha:
+            syn[j], idx[j] = True, variants[rng.integers(len(variants))]
+    sym = rng.integers(0, 8, size=len(order)) if d4_on else np.zeros(len(order), dtype=np.int64)
+    return syn, idx, sym
+
+
+def _live_augment(cfg: TrainConfig, rng_seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    ops: list[Any] = []
+    if cfg.augment.randaugment:
+        ops.append(v2.RandAugment())
+    if cfg.augment.color_jitter:
+        j = cfg.augment.color_jitter
+        ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(j / 4, 0.5)))
+    if not ops:
+        return None
+    tf = v2.Compose(ops)
+
+    def apply(batch: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(rng_seed)
+        return torch.stack([tf(img) for img in batch])
+
+    return apply
+
+
+def _mix(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+         rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix or mixup on a batch, with soft targets (binary: the mixed share of presence)."""
+    a = cfg.augment
+    if len(x) < 2 or (a.cutmix == 0 and a.mixup == 0):
+        return x, y
+    perm = torch.from_numpy(rng.permutation(len(x)))
+    lam = float(rng.beta(1.0, 1.0))
+    if a.cutmix and rng.random() < a.cutmix:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+        return x, lam * y + (1 - lam) * y[perm]
+    if a.mixup and rng.random() < a.mixup:
+        return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
+    return x, y
+
+
+@dataclass
+class EpochResult:
+    train_loss: float
+    val: dict[str, Any] | None
+    val_probs: np.ndarray | None
+
+
+class Trainer:
+    """Trains one phase (a fold, or the final fit) epoch by epoch; the caller checkpoints."""
+
+    def __init__(self, model: SpurgeClassifier, cfg: TrainConfig, prep: Prep, data: Batchable,
+                 features: torch.Tensor | None, syn_features: torch.Tensor | None, seed: int) -> None:
+        self.model, self.cfg, self.prep, self.data = model, cfg, prep, data
+        self.features, self.syn_features = features, syn_features
+        self.seed = seed
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+
+    def _inputs(self, syn: np.ndarray, idx: np.ndarray, sym: np.ndarray) -> torch.Tensor:
+        if self.features is not None:
+            assert self.syn_features is not None
+            rows = [self.syn_features[i, s] if is_syn else self.features[i, s]
+                    for is_syn, i, s in zip(syn, idx, sym, strict=True)]
+            return torch.stack(rows).to(self.prep.device)
+        imgs = np.stack([self.data.syn_images[i] if is_syn else self.data.images[i]
+                         for is_syn, i in zip(syn, idx, strict=True)])
+        t = _to_tensor(imgs)
+        t = torch.stack([d4(img, int(k)) for img, k in zip(t, sym, strict=True)])
+        return t
+
+    def epoch(self, phase: int, epoch: int, train_idx: np.ndarray, val_idx: np.ndarray | None,
+              groups: np.ndarray, on_batch: Callable[[int], None] | None = None) -> EpochResult:
+        cfg = self.cfg
+        rng = np.random.default_rng([self.seed, phase, epoch])
+        torch.manual_seed(int(rng.integers(2**31)))
+        syn, idx, sym = draw_epoch(self.data, train_idx, cfg.synthetic_alpha, cfg.augment.d4, rng)
+        labels = np.where(syn, self.data.syn_labels[np.where(syn, idx, 0)] if len(self.data.syn_labels) else 0,
+                          self.data.labels[np.where(syn, 0, idx)]).astype(np.float32)
+        pos = max(labels.sum(), 1.0)
+        pos_weight = torch.tensor((len(labels) - labels.sum()) / pos, device=self.prep.device)
+        live = _live_augment(cfg, int(rng.integers(2**31)))
+        self.model.head.train()
+        if cfg.mode == "finetune":
+            self.model.train()
+        losses = []
+        for start in range(0, len(idx), cfg.batch_size):
+            sl = slice(start, start + cfg.batch_size)
+            x = self._inputs(syn[sl], idx[sl], sym[sl])
+            y = torch.from_numpy(labels[sl]).to(self.prep.device)
+            with _autocast(self.prep.device):
+                if self.features is not None:
+                    logits = self.model.head(x).squeeze(1)
+                else:
+                    if live is not None:
+                        x = live(x)
+                    xf = self.prep(x)
+                    xf, y = _mix(xf, y, cfg, rng)
+                    logits = self.model(xf)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=pos_weight)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            losses.append(float(loss.detach()) * len(y))
+            if on_batch:
+                on_batch(len(y))
+        if cfg.mode == "probe":
+            self.model.backbone.eval()
+        val, probs = None, None
+        if val_idx is not None and len(val_idx):
+            probs = self.predict(val_idx)
+            val = classification_metrics(self.data.labels[val_idx], probs, 0.5, groups[val_idx])
+        return EpochResult(sum(losses) / max(len(idx), 1), val, probs)
+
+    def predict(self, idx: np.ndarray) -> np.ndarray:
+        if self.features is not None:
+            with torch.inference_mode():
+                logits = self.model.head(self.features[idx, 0].to(self.prep.device)).squeeze(1)
+            return torch.sigmoid(logits.float()).cpu().numpy()
+        return predict_probs(self.model, self.data.images[idx], self.prep, self.cfg.batch_size)

@@ -1,0 +1,43 @@
+"""Metrics that survive class imbalance, and the validation-chosen decision threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+CLASS_NAMES = ["absent", "present"]
+
+
+def choose_threshold(y: np.ndarray, prob: np.ndarray) -> float:
+    """The threshold with the best balanced accuracy on validation (ties: closest to 0.5)."""
+    if len(set(y.tolist())) < 2:
+        return 0.5
+    cands = np.unique(np.concatenate([[0.5], (np.sort(prob)[1:] + np.sort(prob)[:-1]) / 2]))
+    scores = [(balanced_accuracy_score(y, prob >= t), -abs(t - 0.5), t) for t in cands]
+    return float(max(scores)[2])
+
+
+def classification_metrics(y: np.ndarray, prob: np.ndarray, threshold: float,
+                           groups: np.ndarray | None = None) -> dict[str, Any]:
+    pred = (prob >= threshold).astype(int)
+    p, r, f, n = precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
+    out: dict[str, Any] = {
+        "n": len(y),
+        "threshold": float(threshold),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(set(y.tolist())) > 1
+        else float((pred == y).mean()),
+        "accuracy": float((pred == y).mean()),
+        "roc_auc": float(roc_auc_score(y, prob)) if len(set(y.tolist())) > 1 else None,
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                          "support": int(n[i])} for i, c in enumerate(CLASS_NAMES)},
+        "confusion_matrix": confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+    }
+    if groups is not None:
+        out["per_site"] = {}
+        for g in sorted(set(groups.tolist())):
+            m = groups == g
+            out["per_site"][g] = {"n": int(m.sum()), "accuracy": float((pred[m] == y[m]).mean()),
+                                  "present": int(y[m].sum()), "predicted_present": int(pred[m].sum())}
+    return out

@@ -1,0 +1,73 @@
+"""Pictures a person checks before trusting a model: curves, confusion matrix, right/wrong tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from spurgemap.train.data import TileSet
+
+
+def write_pictures(out: Path, tiles: TileSet, metrics: dict[str, Any]) -> None:
+    _curves(out / "training_curves.png", metrics["history"], metrics["best_epoch"])
+    _confusion(out / "confusion_matrix.png", metrics["validation"]["confusion_matrix"])
+    _tile_grid(out / "tiles_right_wrong.png", tiles, metrics["_val_idx"], metrics["_val_probs"],
+               metrics["threshold"])
+
+
+def _curves(path: Path, history: list[list[dict[str, Any]]], best: int) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, h in enumerate(history):
+        ep = [r["epoch"] for r in h]
+        a.plot(ep, [r["train_loss"] for r in h], label=f"split {i}")
+        b.plot(ep, [r.get("val_balanced_accuracy", np.nan) for r in h], label=f"split {i}")
+    a.set(title="training loss", xlabel="epoch")
+    b.set(title="validation balanced accuracy", xlabel="epoch", ylim=(0, 1.02))
+    b.axvline(best, color="k", ls=":", label="selected epoch")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _confusion(path: Path, cm: list[list[int]]) -> None:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    arr = np.asarray(cm)
+    ax.imshow(arr, cmap="Blues")
+    for (r, c), v in np.ndenumerate(arr):
+        ax.text(c, r, str(v), ha="center", va="center", fontsize=14)
+    ax.set_xticks([0, 1], ["absent", "present"])
+    ax.set_yticks([0, 1], ["absent", "present"])
+    ax.set(xlabel="predicted", ylabel="surveyed", title="validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _tile_grid(path: Path, tiles: TileSet, idx: np.ndarray, probs: np.ndarray, threshold: float,
+               per_group: int = 6) -> None:
+    y = tiles.labels[idx]
+    pred = probs >= threshold
+    groups = [("right: present", (y == 1) & pred), ("right: absent", (y == 0) & ~pred),
+              ("wrong: missed spurge", (y == 1) & ~pred), ("wrong: false alarm", (y == 0) & pred)]
+    fig, axes = plt.subplots(4, per_group, figsize=(per_group * 1.6, 4 * 1.8))
+    for r, (title, m) in enumerate(groups):
+        chosen = np.flatnonzero(m)[:per_group]
+        for c in range(per_group):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(chosen):
+                j = chosen[c]
+                ax.imshow(tiles.images[idx[j]])
+                ax.set_title(f"p={probs[j]:.2f}", fontsize=7)
+        axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+                        va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,258 @@
+"""`spurgemap train` on a small generated, separable tile set with a tiny timm backbone."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from affine import Affine
+from PIL import Image
+from safetensors.torch import save_file
+from shapely import box
+from typer.testing import CliRunner
+
+from spurgemap.cli import app
+from spurgemap.config import load_config
+from spurgemap.errors import InputError
+from spurgemap.geo.tiles import write_tile
+from spurgemap.geo.vector import write_tile_index
+from spurgemap.train import TrainInputs, run_train
+from spurgemap.train.bundle import SpurgeClassifier, load_bundle, model_from_bundle, save_bundle
+from spurgemap.train.data import MANIFEST, load_synthetic, load_tile_set, restrict_synthetic
+from spurgemap.train.splits import few_shot, make_splits
+
+PX = 64
+CRS = __import__("pyproj").CRS.from_epsg(32612).to_wkt()
+
+
+def _tile_image(rng: np.random.Generator, present: bool) -> np.ndarray:
+    img = np.empty((PX, PX, 3), np.uint8)
+    img[...] = (70, 110, 50)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    if present:  # yellow-green bracts
+        for _ in range(25):
+            y, x = rng.integers(2, PX - 3, 2)
+            img[y - 2:y + 2, x - 2:x + 2] = (205, 215, 80)
+    return img
+
+
+def make_tile_set(root: Path, sites: int = 3, per_class: int = 5, seed: int = 0,
+                  labels_for: dict[str, list[int]] | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "tiles").mkdir(parents=True)
+    records, geoms = [], []
+    for s in range(sites):
+        site = f"s{s}"
+        for i, lab in enumerate((labels_for or {}).get(site, [0] * per_class + [1] * per_class)):
+            tid = f"{site}_p{i}_r0c0"
+            x0, y0 = 500_000 + s * 1000 + i * 2, 5_200_000.0
+            t = Affine(0.014, 0, x0, 0, -0.014, y0)
+            (root / "tiles" / site).mkdir(exist_ok=True)
+            write_tile(root / "tiles" / site / f"{tid}.tif", _tile_image(rng, bool(lab)).transpose(2, 0, 1),
+                       np.ones((PX, PX), bool), t, CRS, "deflate")
+            records.append({"tile_id": tid, "site_id": site, "plot_id": f"p{i}",
+                            "label": "present" if lab else "absent", "class_id": lab,
+                            "path": f"tiles/{site}/{tid}.tif", "gsd_m": 0.014, "cluster": f"c{s % 2}"})
+            geoms.append(box(x0, y0 - PX * 0.014, x0 + PX * 0.014, y0))
+    write_tile_index(root / "tiles.gpkg", records, geoms, CRS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    path = tmp_path_factory.mktemp("w") / "test_efficientnet.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def _cfg(weights: Path, **over):
+    base = {"train.backbone": "test_efficientnet", "train.weights": str(weights), "train.input_size": PX,
+            "train.epochs": 6, "train.batch_size": 16, "train.lr": 0.01, "train.mode": "finetune"}
+    base.update(over)
+    return load_config(overrides=base)
+
+
+@pytest.fixture(scope="module")
+def tileset(tmp_path_factory) -> Path:
+    return make_tile_set(tmp_path_factory.mktemp("ts") / "tiles")
+
+
+def test_finetune_lowers_loss_and_beats_chance(tileset, tiny_weights, tmp_path):
+    res = run_train(_cfg(tiny_weights), TrainInputs(tileset, tmp_path / "run"))
+    hist = res.metrics["history"]
+    assert len(hist) == 3  # leave-one-site-out over 3 sites
+    for h in hist:
+        assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert res.balanced_accuracy >= 0.8
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["balanced_accuracy"] == res.balanced_accuracy
+    assert set(m["validation"]["per_site"]) == {"s0", "s1", "s2"}
+    assert {"precision", "recall", "f1"} <= set(m["validation"]["per_class"]["present"])
+    for png in ("training_curves.png", "confusion_matrix.png", "tiles_right_wrong.png"):
+        assert Image.open(tmp_path / "run" / png).size[0] > 100
+    assert not (tmp_path / "run" / ".work").exists()
+
+
+def test_probe_with_cached_features_is_deterministic(tileset, tiny_weights, tmp_path):
+    cfg = _cfg(tiny_weights, **{"train.mode": "probe", "train.val_sites": ["s1"], "train.test_sites": ["s2"],
+                               "train.epochs": 4})
+    a = run_train(cfg, TrainInputs(tileset, tmp_path / "a"))
+    b = run_train(cfg, TrainInputs(tileset, tmp_path / "b"))
+    assert a.metrics["history"] == b.metrics["history"]
+    assert a.metrics["test"]["n"] == 10 and a.metrics["selection"] == "validation sites"
+    _, meta = load_bundle(a.bundle)
+    assert meta["threshold"] == a.metrics["threshold"] and meta["tile_size_px"] == PX
+    assert meta["backbone"] == "test_efficientnet" and meta["mean"] and meta["gsd_m"] == pytest.approx(0.014)
+
+
+def test_bundle_round_trip_gives_identical_predictions(tileset, tiny_weights, tmp_path):
+    res = run_train(_cfg(tiny_weights, **{"train.epochs": 2, "train.val_sites": ["s0"]}),
+                    TrainInputs(tileset, tmp_path / "run"))
+    model, meta = model_from_bundle(res.bundle)
+    x = torch.randn(3, 3, PX, PX)
+    state, _ = load_bundle(res.bundle)
+    from spurgemap.train.backbones import create_backbone
+
+    backbone, spec = create_backbone("test_efficientnet", pretrained=False)
+    twin = SpurgeClassifier(backbone, spec.num_features)
+    twin.load_state_dict(state)
+    with torch.inference_mode():
+        assert torch.equal(model(x), twin.eval()(x))
+    # and a re-saved bundle holds the same tensors
+    save_bundle(tmp_path / "again.spurge", model, meta)
+    s2, _ = load_bundle(tmp_path / "again.spurge")
+    assert all(torch.equal(state[k], s2[k]) for k in state)
+
+
+def test_killed_run_resumes_to_the_same_result(tileset, tiny_weights, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_weights, **{"train.epochs": 3})
+    ref = run_train(cfg, TrainInputs(tileset, tmp_path / "ref"))
+    from spurgemap.train import engine
+
+    real = engine.Trainer.epoch
+    calls = {"n": 0}
+
+    def dying(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(engine.Trainer, "epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, TrainInputs(tileset, tmp_path / "run"))
+    assert (tmp_path / "run" / ".work" / "checkpoint.pt").exists()
+    monkeypatch.setattr(engine.Trainer, "epoch", real)
+    res = run_train(cfg, TrainInputs(tileset, tmp_path / "run"))
+    assert res.resumed
+    assert res.metrics["history"] == ref.metrics["history"]
+    assert res.metrics["balanced_accuracy"] == ref.metrics["balanced_accuracy"]
+
+
+def _write_synthetic(root: Path, tiles_dir: Path, sources: list[str]) -> Path:
+    ts = load_tile_set(tiles_dir)
+    root.mkdir(parents=True)
+    rows = []
+    for j, tid in enumerate(sources):
+        img = ts.images[ts.tile_ids.index(tid)][::-1].copy()
+        Image.fromarray(img).save(root / f"syn{j}.png")
+        lab = "present" if ts.labels[ts.tile_ids.index(tid)] else "absent"
+        rows.append({"path": f"syn{j}.png", "source_tile_id": tid, "label": lab, "method": "test",
+                     "strength": 0.5, "seed": j, "prompt": "a drone photo of a {}", "model_id": "none"})
+    pd.DataFrame(rows).to_csv(root / MANIFEST, index=False)
+    return root
+
+
+def test_synthetic_variants_of_held_out_tiles_never_train(tileset, tiny_weights, tmp_path):
+    ts = load_tile_set(tileset)
+    syn_dir = _write_synthetic(tmp_path / "syn", tileset, ts.tile_ids)  # one variant of every tile
+    syn = load_synthetic([syn_dir], ts)
+    splits = make_splits(ts.groups, ts.labels, ["s1"], ["s2"])
+    allowed = restrict_synthetic(syn, splits[0].train)
+    assert len(allowed) == 10 and set(ts.groups[syn.source[allowed]]) == {"s0"}
+    res = run_train(_cfg(tiny_weights, **{"train.epochs": 2, "train.val_sites": ["s1"],
+                                          "train.test_sites": ["s2"], "train.synthetic_alpha": 1.0}),
+                    TrainInputs(tileset, tmp_path / "run", [syn_dir]))
+    assert res.metrics["validation"]["n"] == 10
+
+
+def test_manifest_that_does_not_match_is_refused(tileset, tmp_path):
+    ts = load_tile_set(tileset)
+    syn_dir = _write_synthetic(tmp_path / "syn", tileset, ts.tile_ids[:2])
+    df = pd.read_csv(syn_dir / MANIFEST)
+    df.loc[0, "source_tile_id"] = "elsewhere_p0_r0c0"
+    df.to_csv(syn_dir / MANIFEST, index=False)
+    with pytest.raises(InputError, match="does not match the tile set"):
+        load_synthetic([syn_dir], ts)
+
+
+def test_site_splits_never_mix_and_few_shot_is_deterministic():
+    rng = np.random.default_rng(0)
+    groups = np.array([f"g{i}" for i in rng.integers(0, 5, 200)])
+    labels = rng.integers(0, 2, 200)
+    for s in make_splits(groups, labels, [], ["g4"]):
+        assert not set(groups[s.train]) & set(groups[s.val])
+        assert "g4" not in set(groups[s.train]) | set(groups[s.val])
+        assert set(groups[s.test]) == {"g4"}
+    train = make_splits(groups, labels, ["g0"], [])[0].train
+    a, b = few_shot(train, labels, 4, seed=3), few_shot(train, labels, 4, seed=3)
+    assert np.array_equal(a, b) and len(a) == 8 and np.bincount(labels[a]).tolist() == [4, 4]
+    assert not np.array_equal(a, few_shot(train, labels, 4, seed=4))
+    assert set(a) <= set(train)
+
+
+def test_refusals(tmp_path, tiny_weights):
+    one_class = make_tile_set(tmp_path / "one", labels_for={"s0": [1, 1], "s1": [1, 1]}, sites=2)
+    with pytest.raises(InputError, match="only one class"):
+        run_train(_cfg(tiny_weights), TrainInputs(one_class, tmp_path / "r1"))
+    lopsided = make_tile_set(tmp_path / "lop", sites=2, labels_for={"s0": [0, 1], "s1": [0, 0]})
+    with pytest.raises(InputError, match="has only class"):
+        run_train(_cfg(tiny_weights), TrainInputs(lopsided, tmp_path / "r2"))
+    with pytest.raises(InputError, match="no tile index"):
+        run_train(_cfg(tiny_weights), TrainInputs(tmp_path / "nothing", tmp_path / "r3"))
+    bad = tmp_path / "bad.spurge"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a valid spurgemap bundle"):
+        load_bundle(bad)
+    evil = tmp_path / "evil.spurge"
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({"format": "spurgemap-bundle"}))
+        zf.writestr("weights.safetensors", pickle.dumps(Payload()))
+    with pytest.raises(InputError):
+        load_bundle(evil)
+    pickled = tmp_path / "pickle.spurge"
+    pickled.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(InputError):
+        load_bundle(pickled)
+    assert not marker.exists()
+
+
+def test_cli_train_and_info(tileset, tiny_weights, tmp_path):
+    runner = CliRunner()
+    args = ["train", str(tileset), "--out", str(tmp_path / "run"), "--backbone", "test_efficientnet",
+            "--weights", str(tiny_weights), "--epochs", "2", "--set", f"train.input_size={PX}",
+            "--val-sites", "s0", "--test-sites", "s2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "balanced accuracy" in res.stdout and "test sites" in res.stdout
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "run" / "model.spurge")]).stdout)
+    assert info["kind"] == "model bundle" and info["tile_size_px"] == PX
+    bad = runner.invoke(app, ["train", str(tileset), "--out", str(tmp_path / "r2"), "--val-sites", "nowhere"])
+    assert bad.exit_code == 2 and "unknown sites ['nowhere']" in bad.stderr
