@@ -1,4 +1,4 @@
-"""The demo job: every built stage in order on the embedded demo data."""
+"""The demo job: every built stage in order on the embedded demo data (demo-data, tile, train)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,13 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
         overwrite=True))
     run.stages["tile"] = (f"{tiles.n_tiles} tiles in {tiles.seconds:.1f} s "
                           f"({tiles.tiles_per_second:.1f} tiles/s) -> {tiles.out}")
-    for stage in ("train", "predict"):
+    from spurgemap.train import TrainInputs, run_train
+
+    trained = run_train(config, TrainInputs(out / "tiles", out / "train", overwrite=True))
+    m = trained.metrics
+    run.stages["train"] = (f"balanced accuracy {m['balanced_accuracy']:.3f} ({m['selection']}) "
+                           f"in {trained.seconds:.0f} s -> {trained.bundle}")
+    for stage in ("predict",):
         run.stages[stage] = NOT_BUILT
         log.warning("stage '%s' is %s; the demo stops after the stages that exist", stage, NOT_BUILT)
     (out / "config.yaml").write_text(dump_config(config))

@@ -82,7 +82,8 @@ def test_info_on_ortho_and_tiles(demo, tmp_path):
 
 def test_demo_command_runs_the_built_stages(tmp_path):
     res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 2600)
-    assert "not built yet" in res.stdout and "tiles in" in res.stdout
+    assert "not built yet" in res.stdout and "tiles in" in res.stdout and "balanced accuracy" in res.stdout
+    assert (tmp_path / "run" / "train" / "model.spurge").exists()
     assert (tmp_path / "run" / "tiles" / "tiles.gpkg").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
     arr = rasterio.open(next((tmp_path / "run" / "tiles" / "tiles").rglob("*.tif"))).read()
