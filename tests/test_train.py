@@ -256,3 +256,32 @@ def test_cli_train_and_info(tileset, tiny_weights, tmp_path):
     assert info["kind"] == "model bundle" and info["tile_size_px"] == PX
     bad = runner.invoke(app, ["train", str(tileset), "--out", str(tmp_path / "r2"), "--val-sites", "nowhere"])
     assert bad.exit_code == 2 and "unknown sites ['nowhere']" in bad.stderr
+
+
+def test_every_on_the_fly_augmentation_runs(tileset, tiny_weights, tmp_path):
+    from spurgemap.train.engine import _mix, d4
+
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    assert len({tuple(d4(x, k).flatten().tolist()) for k in range(8)}) == 8  # 8 distinct symmetries
+    assert torch.equal(d4(x, 0), x)
+    cfg = _cfg(tiny_weights, **{"train.epochs": 1, "train.val_sites": ["s0"], "train.augment.randaugment": True,
+                               "train.augment.color_jitter": 0.2, "train.augment.cutmix": 0.5,
+                               "train.augment.mixup": 0.5})
+    res = run_train(cfg, TrainInputs(tileset, tmp_path / "run"))
+    assert 0 <= res.balanced_accuracy <= 1
+    xb, yb = torch.rand(4, 3, 8, 8), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    for kind in ("cutmix", "mixup"):
+        c = _cfg(tiny_weights, **{f"train.augment.{kind}": 1.0}).train
+        outs = [_mix(xb, yb, c, np.random.default_rng(s)) for s in range(10)]
+        assert all(m.shape == xb.shape and ((ym >= 0) & (ym <= 1)).all() for m, ym in outs)
+        assert sum(not torch.equal(m, xb) for m, _ in outs) >= 8
+
+
+def test_grouped_k_fold_by_cluster_column(tileset):
+    ts = load_tile_set(tileset, group_column="cluster")
+    assert set(ts.groups) == {"c0", "c1"}
+    splits = make_splits(ts.groups, ts.labels, [], [], folds=2)
+    assert len(splits) == 2
+    assert sorted(np.concatenate([s.val for s in splits]).tolist()) == list(range(len(ts)))
+    with pytest.raises(InputError, match="no column 'basin'"):
+        load_tile_set(tileset, group_column="basin")
