@@ -24,7 +24,7 @@ from spurgemap.geo.vector import read_plots, write_tile_index
 from spurgemap.outputs import check_target, staged_dir
 from spurgemap.progress import progress
 from spurgemap.survey import Survey, read_survey, read_verification, survey_from_frame
-from spurgemap.tile.plan import PlotJob, block_row_groups, plan_jobs
+from spurgemap.tile.plan import Plan, PlotJob, block_row_groups, plan_jobs
 from spurgemap.tile.worker import TileOutcome, process_plot
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     return result
 
 
-def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Any, outcomes: list[TileOutcome],
+def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes: list[TileOutcome],
                seconds: float, hashes: dict[Path, str]) -> TileResult:
     names = config.labels.class_names
     per_site: dict[str, dict[str, int]] = {}

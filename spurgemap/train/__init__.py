@@ -175,7 +175,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
                         best_states[phase] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 _save_ckpt(work, {"phase": phase, "epoch": epoch, "state": trainer.state(),
                                   "history": history, "oof": oof, "best": best_states.get(phase)})
-            advance(max(0, (cfg.epochs - epochs)) * len(train_idx))
+            advance(max(0, cfg.epochs - epochs) * len(train_idx))  # the final fit runs fewer epochs
             if not cross_val:
                 model.load_state_dict(best_states[phase])
                 final_model = model

@@ -122,7 +122,8 @@ def draw_epoch(data: Batchable, train_idx: np.ndarray, alpha: float, d4_on: bool
     return syn, idx, sym
 
 
-def _live_augment(cfg: TrainConfig, rng_seed: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def _live_augment(cfg: TrainConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Per-image RandAugment / colour jitter; their draws come from torch's RNG, seeded per epoch."""
     ops: list[Any] = []
     if cfg.augment.randaugment:
         ops.append(v2.RandAugment())
@@ -134,7 +135,6 @@ def _live_augment(cfg: TrainConfig, rng_seed: int) -> Callable[[torch.Tensor], t
     tf = v2.Compose(ops)
 
     def apply(batch: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(rng_seed)
         return torch.stack([tf(img) for img in batch])
 
     return apply
@@ -209,7 +209,7 @@ class Trainer:
                           self.data.labels[np.where(syn, 0, idx)]).astype(np.float32)
         pos = max(labels.sum(), 1.0)
         pos_weight = torch.tensor((len(labels) - labels.sum()) / pos, device=self.prep.device)
-        live = _live_augment(cfg, int(rng.integers(2**31)))
+        live = _live_augment(cfg)
         self.model.head.train()
         if cfg.mode == "finetune":
             self.model.train()
