@@ -15,18 +15,18 @@ from spurgemap.train.data import TileSet
 
 
 def write_pictures(out: Path, tiles: TileSet, metrics: dict[str, Any]) -> None:
-    _curves(out / "training_curves.png", metrics["history"], metrics["best_epoch"])
+    _curves(out / "training_curves.png", metrics["history"], metrics["best_epoch"], metrics["folds"])
     _confusion(out / "confusion_matrix.png", metrics["validation"]["confusion_matrix"])
     _tile_grid(out / "tiles_right_wrong.png", tiles, metrics["_val_idx"], metrics["_val_probs"],
                metrics["threshold"])
 
 
-def _curves(path: Path, history: list[list[dict[str, Any]]], best: int) -> None:
+def _curves(path: Path, history: list[list[dict[str, Any]]], best: int, names: list[str]) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for i, h in enumerate(history):
         ep = [r["epoch"] for r in h]
-        a.plot(ep, [r["train_loss"] for r in h], label=f"split {i}")
-        b.plot(ep, [r.get("val_balanced_accuracy", np.nan) for r in h], label=f"split {i}")
+        a.plot(ep, [r["train_loss"] for r in h], label=f"validating on {names[i]}")
+        b.plot(ep, [r.get("val_balanced_accuracy", np.nan) for r in h], label=f"validating on {names[i]}")
     a.set(title="training loss", xlabel="epoch")
     b.set(title="validation balanced accuracy", xlabel="epoch", ylim=(0, 1.02))
     b.axvline(best, color="k", ls=":", label="selected epoch")
