@@ -107,7 +107,8 @@ def _plain_read(cfg, ortho: Path, plots: Path) -> tuple[int, int]:
     plan = plan_jobs(cfg, [info], layer, survey)
     size = cfg.tile.tile_size_px
     n = px = 0
-    with rasterio.Env(GDAL_CACHEMAX=cfg.tile.gdal_cache_mb), rasterio.open(ortho) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=cfg.tile.gdal_cache_mb * 1024 * 1024, GDAL_NUM_THREADS="ALL_CPUS"), \
+            rasterio.open(ortho) as ds:
         inv = ~ds.transform
         for job in plan.jobs:
             for spec in job.frame.tiles:

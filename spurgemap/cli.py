@@ -200,6 +200,55 @@ def train(
 
 
 @app.command()
+def predict(
+    ortho: Annotated[Path, typer.Argument(help="Orthomosaic GeoTIFF to map.")],
+    model: Annotated[Path, typer.Option(help="Model bundle (model.spurge) from `spurgemap train`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the maps.")],
+    aoi: Annotated[Path | None, typer.Option(help="Polygons limiting the mapped area (any CRS).")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Plot polygons for per-plot spurge area.")] = None,
+    stride: Annotated[int | None, typer.Option(help="Map cell size in px; divides the tile size.")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the 8 flips/rotations.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Tiles per inference batch.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, onnx (CPU) or torch.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Map leafy spurge over a whole orthomosaic: GeoTIFF, GeoJSON and GeoPackage layers for QGIS."""
+    from spurgemap.predict import PredictInputs, run_predict
+
+    def go() -> None:
+        cfg = _config(config, set_, **{"predict.stride_px": stride, "predict.tta": tta,
+                                       "predict.batch_size": batch_size, "predict.device": device,
+                                       "predict.backend": backend})
+        res = run_predict(cfg, PredictInputs(ortho, model, out_dir, aoi, plots, overwrite))
+        s = res.summary
+        out.print(f"{res.predicted} of {res.tiles} tiles mapped with {res.backend} in {res.seconds:.1f} s: "
+                  f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
+        out.print(f"leafy spurge on {s['spurge_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
+                  f"({100 * s['spurge_share']:.1f} %) -> {res.out}")
+
+    _run(go)
+
+
+@app.command()
+def export(
+    bundle: Annotated[Path, typer.Argument(help="Model bundle (model.spurge).")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write, for the Deepness QGIS plugin.")],
+) -> None:
+    """Export a bundle to ONNX with the metadata the Deepness QGIS plugin reads."""
+    from spurgemap.export import export_deepness
+
+    def go() -> None:
+        meta = export_deepness(bundle, onnx)
+        out.print(f"wrote {onnx} ({meta['model_type']}, tile {meta['tile_size']} px, "
+                  f"{meta['resolution']:.2f} cm/px)")
+
+    _run(go)
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder for the whole demo run.")],
     sites: Annotated[int | None, typer.Option(help="Number of demo sites.")] = None,

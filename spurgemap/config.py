@@ -83,6 +83,18 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)
 
 
+class PredictConfig(_Section):
+    stride_px: int | None = Field(None, ge=8)  # None: the tile size (one cell per tile)
+    tta: bool = False  # average the 8 D4 symmetries
+    batch_size: int = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: onnxruntime on CPU, torch on CUDA
+    gsd_tolerance: float = Field(0.15, ge=0.0)  # relative GSD difference accepted without notice
+    max_gsd_ratio: float = Field(2.0, ge=1.0)  # beyond this resampling loses too much: refuse
+    queue_batches: int = Field(4, ge=1)  # read-ahead, bounds memory
+    checkpoint_every: int = Field(50, ge=1)  # batches between resume checkpoints
+
+
 class DemoConfig(_Section):
     sites: int = Field(3, ge=1, le=50)
     size_px: int = Field(3000, ge=2600)
@@ -99,6 +111,7 @@ class SpurgemapConfig(_Section):
     labels: LabelRules = LabelRules()
     tile: TileConfig = TileConfig()
     train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
     demo: DemoConfig = DemoConfig()
 
 

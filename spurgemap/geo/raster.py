@@ -320,7 +320,8 @@ def gdal_session(cache_mb: int) -> Iterator[None]:
     GDAL sizes its block cache once, at the first block read of the process (default 5 % of RAM),
     so the whole run, header probes included, must execute inside this context.
     """
-    with rasterio.Env(GDAL_CACHEMAX=cache_mb):
+    # rasterio hands an integer straight to GDALSetCacheMax64, i.e. in bytes (256 would be 256 B).
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024, GDAL_NUM_THREADS="ALL_CPUS"):
         yield
 
 

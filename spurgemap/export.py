@@ -1,0 +1,171 @@
+"""ONNX export: a bare classifier for fast CPU prediction, and a QGIS Deepness model.
+
+Deepness (a QGIS plugin) has no tile-classifier model type, so the Deepness export wraps the
+classifier into a *segmentation* model whose one output channel is the tile's presence
+probability, constant over the tile. Why Segmentor with one channel (not Regressor, not a
+2-channel softmax):
+
+* Segmentor gives QGIS users what they want: presence polygons and an area summary per class.
+  Regressor only gives a float raster to style by hand.
+* With one channel, Deepness (>= PR #118, 2023) thresholds the map at `seg_thresh` (we write the
+  bundle's tuned threshold), so QGIS polygons match `spurgemap predict` exactly. A 2-channel
+  [1-p, p] output is decided by argmax, i.e. at max(seg_thresh, 0.5), not at the tuned threshold.
+* The output tensor is also valid for Regressor: a user who picks that type gets the probability.
+
+The model's own preprocessing (resize to input_size, mean/std) lives inside the graph, so Deepness
+just feeds RGB scaled to 0..1 (standardization 0/1). The legacy ONNX exporter cannot export torch's
+antialiased bilinear resize, so the graph does it as two matrix products with the exact resampling
+matrices torch uses (antialiased bilinear is separable): identical to training preprocessing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spurgemap.errors import InputError
+from spurgemap.train.bundle import SpurgeClassifier, file_sha256, model_from_bundle
+
+DEFAULT_OPSET = 17
+
+
+def resize_matrix(src: int, dst: int) -> torch.Tensor:
+    """(dst, src) matrix R with R @ column == antialiased bilinear resize of that column.
+
+    Why: resizing the identity image along one axis yields the exact weights torch applies, so
+    `R_h @ x @ R_w.T` reproduces `F.interpolate(..., antialias=True)` with plain MatMuls.
+    """
+    eye = torch.eye(src, dtype=torch.float64)[None, None]
+    out = F.interpolate(eye, size=(dst, src), mode="bilinear", antialias=True, align_corners=False)
+    return out[0, 0].float().contiguous()
+
+
+class ProbabilityHead(nn.Module):
+    """Classifier + sigmoid: (N,3,S,S) normalised -> (N,) presence probability."""
+
+    def __init__(self, model: SpurgeClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(x))
+
+
+class DeepnessWrapper(nn.Module):
+    """(N,3,T,T) RGB in 0..1 -> (N,1,T,T) presence probability, constant within each tile.
+
+    Mirrors `train.engine.Prep` (resize, then (x - mean) / std) so Deepness needs no settings.
+    """
+
+    rows: torch.Tensor
+    cols_t: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: SpurgeClassifier, tile: int, input_size: int,
+                 mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.model, self.tile, self.resize = model, tile, tile != input_size
+        self.register_buffer("rows", resize_matrix(tile, input_size))      # (S, T)
+        self.register_buffer("cols_t", resize_matrix(tile, input_size).T.contiguous())  # (T, S)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.rows, x), self.cols_t)
+        p = torch.sigmoid(self.model((x - self.mean) / self.std))
+        return p.view(-1, 1, 1, 1).expand(-1, 1, self.tile, self.tile)
+
+
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int) -> bytes:
+    """Legacy (TorchScript) exporter: the dynamo one needs onnxscript, which spurgemap does not ship."""
+    modes = {m: m.training for m in module.modules()}  # restored after: exporting must not change the model
+    module.eval()
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # timm's Conv2dSame computes 'same' padding from Python ints: fine, H and W are fixed.
+            warnings.simplefilter("ignore")
+            # cast: the exporter writes to a BytesIO fine, though its stub says path.
+            torch.onnx.export(module, (example,), cast(Any, buf), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=[output],
+                              dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}},
+                              do_constant_folding=True)
+    finally:
+        for m, training in modes.items():
+            m.train(training)
+    return buf.getvalue()
+
+
+def classifier_onnx(model: SpurgeClassifier, input_size: int, opset: int = DEFAULT_OPSET) -> bytes:
+    """ONNX bytes: "input" float32 (N,3,S,S) already normalised -> "prob" float32 (N,) = sigmoid(logit).
+
+    Batch is dynamic; S is fixed (it sets the padding of TF-style 'same' convolutions).
+    """
+    example = torch.zeros(2, 3, input_size, input_size)  # batch 2: nothing specialises to batch 1
+    return _onnx_bytes(ProbabilityHead(model), example, "prob", opset)
+
+
+def deepness_metadata(meta: dict[str, Any], bundle_sha256: str) -> dict[str, Any]:
+    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance."""
+    from spurgemap import __version__
+
+    tile = int(meta["tile_size_px"])
+    names = meta["class_names"]
+    class_names = {str(i): str(n) for i, n in enumerate(names)} if isinstance(names, list) else \
+        {str(k): str(v) for k, v in dict(names).items()}
+    return {
+        "model_type": "Segmentor",
+        "class_names": class_names,
+        "resolution": round(float(meta["gsd_m"]) * 100.0, 6),  # cm/px
+        "tile_size": tile,
+        "tiles_size": tile,  # Deepness' docs and helper script write this; the plugin reads tile_size
+        "tiles_overlap": 0,  # percent; tiles are classified as a whole, overlap would only cost time
+        "standardization_mean": [0.0, 0.0, 0.0],  # the graph standardises itself
+        "standardization_std": [1.0, 1.0, 1.0],
+        "seg_thresh": float(meta["threshold"]),
+        "seg_small_segment": 1,  # no median filtering: a tile is the smallest unit anyway
+        "spurgemap_version": __version__,
+        "backbone": meta["backbone"],
+        "input_size": int(meta["input_size"]),
+        "threshold": float(meta["threshold"]),
+        "bundle_sha256": bundle_sha256,
+    }
+
+
+def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+    """Write a Deepness-ready ONNX model for `bundle` to `out` atomically; returns the metadata written.
+
+    A missing or corrupt bundle raises InputError (one line) from `load_bundle`.
+    """
+    import onnx
+
+    bundle, out = Path(bundle), Path(out)
+    if not out.parent.is_dir():
+        raise InputError(f"{out}: folder {out.parent} does not exist; create it or choose another output path")
+    model, meta = model_from_bundle(bundle)
+    tile = int(meta["tile_size_px"])
+    wrapper = DeepnessWrapper(model, tile, int(meta["input_size"]), list(meta["mean"]), list(meta["std"]))
+    proto = onnx.load_from_string(_onnx_bytes(wrapper, torch.zeros(2, 3, tile, tile), "output", opset))
+    metadata = deepness_metadata(meta, file_sha256(bundle))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    proto.producer_name, proto.doc_string = "spurgemap", f"leafy spurge tile classifier from {bundle.name}"
+    onnx.checker.check_model(proto)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        tmp.write_bytes(proto.SerializeToString())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return metadata

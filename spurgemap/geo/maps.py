@@ -1,0 +1,114 @@
+"""Map outputs QGIS opens as they are: COG rasters with provenance tags, RFC 7946 GeoJSON, GeoPackage.
+
+Every file is written to a temporary name and renamed, so a reader never sees half a map. GDAL's
+GeoPackage timestamps are pinned to the run's time so that a resumed run is byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import shapes
+from shapely import Polygon, box
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+
+def _tmp(path: Path) -> Path:
+    """Hidden temporary sibling that keeps the extension (GDAL drivers check it)."""
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def write_cog(path: Path, data: np.ndarray, transform: Affine, crs_wkt: str, nodata: int,
+              tags: dict[str, str], colormap: dict[int, tuple[int, int, int, int]] | None = None,
+              overview_resampling: str = "average", description: str = "") -> None:
+    """A single-band uint8 Cloud-Optimized GeoTIFF with internal overviews."""
+    staging = path.with_name(f".{path.name}.src.tif")
+    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+               "dtype": "uint8", "crs": CRS.from_wkt(crs_wkt), "transform": transform, "nodata": nodata}
+    if colormap:
+        profile["photometric"] = "palette"
+    with rasterio.open(staging, "w", **profile) as dst:
+        if colormap:
+            dst.write_colormap(1, colormap)
+        dst.write(data, 1)
+        dst.update_tags(**tags)
+        if description:
+            dst.set_band_description(1, description)
+    tmp = _tmp(path)
+    rasterio.shutil.copy(staging, tmp, driver="COG", compress="DEFLATE", predictor="2", blocksize=256,
+                         overview_resampling=overview_resampling.upper(), resampling=overview_resampling.upper(),
+                         overviews="AUTO")
+    staging.unlink()
+    os.replace(tmp, path)
+
+
+def cell_boxes(transform: Affine, rows: np.ndarray, cols: np.ndarray) -> list[Polygon]:
+    """Map polygons of grid cells (north-up transform)."""
+    x0, y0 = transform @ (cols, rows)
+    x1, y1 = transform @ (cols + 1, rows + 1)
+    return [box(a, d, c, b) for a, b, c, d in zip(x0, y0, x1, y1, strict=True)]
+
+
+def write_geojson_4326(path: Path, table: pd.DataFrame, geoms: list[BaseGeometry], crs_wkt: str) -> None:
+    """RFC 7946: lon/lat WGS 84, right-hand (counter-clockwise) exterior rings."""
+    gdf = gpd.GeoDataFrame(table, geometry=geoms, crs=crs_wkt).to_crs(4326)
+    tmp = _tmp(path)
+    tmp.unlink(missing_ok=True)
+    gdf.to_file(tmp, driver="GeoJSON", RFC7946="YES", COORDINATE_PRECISION=8)
+    os.replace(tmp, path)
+
+
+def write_gpkg(path: Path, table: pd.DataFrame, geoms: list[BaseGeometry], crs_wkt: str, layer: str,
+               timestamp: str) -> None:
+    gdf = gpd.GeoDataFrame(table, geometry=geoms, crs=crs_wkt)
+    tmp = _tmp(path)
+    tmp.unlink(missing_ok=True)
+    with rasterio.Env(OGR_CURRENT_DATE=timestamp):
+        gdf.to_file(tmp, driver="GPKG", layer=layer)
+    os.replace(tmp, path)
+
+
+def polygons_of(mask: np.ndarray, transform: Affine) -> list[BaseGeometry]:
+    """Dissolved polygons of the True cells of a (small, cell-grid) mask."""
+    if not mask.any():
+        return []
+    out = [shape(geom) for geom, value in shapes(mask.astype(np.uint8), mask=mask, transform=transform,
+                                                  connectivity=4) if value == 1]
+    return out
+
+
+def read_preview(path: Path, max_px: int, bands: tuple[int, int, int],
+                 alpha: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated RGB view and validity (uses overviews when the file has them)."""
+    with rasterio.open(path) as src:
+        scale = max(src.width, src.height) / max_px
+        shape_ = (max(int(src.height / scale), 1), max(int(src.width / scale), 1))
+        rgb = src.read(list(bands), out_shape=(3, *shape_), resampling=Resampling.average)
+        valid = (src.read(alpha, out_shape=shape_) > 0) if alpha else np.ones(shape_, bool)
+    if rgb.dtype != np.uint8:
+        lo, hi = np.percentile(rgb[:, valid], [1, 99]) if valid.any() else (0, 1)
+        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    return rgb.transpose(1, 2, 0), valid
+
+
+def read_aoi(path: Path, crs_wkt: str) -> BaseGeometry:
+    """An AOI layer dissolved into one geometry in the raster's CRS."""
+    from spurgemap.errors import InputError
+
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable vector file ({str(exc).splitlines()[0]})") from None
+    if gdf.empty or gdf.crs is None:
+        raise InputError(f"{path}: the AOI layer is empty or has no CRS")
+    geom = gdf.to_crs(crs_wkt).geometry.make_valid().union_all()
+    return geom

@@ -1,0 +1,143 @@
+"""Turn per-cell probabilities into the map files, styles, summary and preview."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from affine import Affine
+
+from spurgemap import __version__
+from spurgemap.config import SpurgemapConfig
+from spurgemap.geo.maps import cell_boxes, polygons_of, read_preview, write_cog, write_geojson_4326, write_gpkg
+from spurgemap.geo.raster import OrthoInfo
+from spurgemap.predict.stream import Grid
+
+log = logging.getLogger(__name__)
+NODATA = 255
+PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
+
+
+def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: dict[str, Any],
+               sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
+               prov: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
+    out: Path = inputs.out
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(info.path).stem
+    threshold = float(meta["threshold"])
+    transform = info.transform @ Affine.scale(grid.stride)
+    has = (counts > 0) & (cell_valid > 0)
+    if aoi is not None:
+        rows, cols = np.indices(has.shape)
+        from shapely import points
+        from shapely.prepared import prep
+
+        cx, cy = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
+        inside = np.fromiter((prep(aoi).contains(p) for p in points(cx, cy)), bool, cx.size)
+        has &= inside.reshape(has.shape)
+    prob = np.where(has, sums / np.maximum(counts, 1), np.nan)
+    pct = np.where(has, np.rint(np.nan_to_num(prob) * 100), NODATA).astype(np.uint8)
+    cls = np.where(has, (np.nan_to_num(prob) >= threshold).astype(np.uint8), NODATA).astype(np.uint8)
+    tags = {"spurgemap_version": __version__, "bundle_sha256": prov["bundle_sha256"],
+            "threshold": f"{threshold:.6f}", "tile_size_px": str(grid.tile), "stride_px": str(grid.stride),
+            "source": str(info.path), "source_sha256": prov["source_sha256"], "created": prov["created"],
+            "model_backbone": str(meta["backbone"]), "units": "percent probability of leafy spurge"}
+    files = {
+        "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
+        "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
+        "summary_json": out / f"{name}_summary.json", "summary_csv": out / f"{name}_summary.csv",
+        "preview": out / f"{name}_preview.png",
+    }
+    write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description="leafy spurge probability (%)")
+    write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": "0=absent,1=present"},
+              colormap=PALETTE, overview_resampling="nearest", description="leafy spurge presence")
+    rows, cols = np.nonzero(has)
+    table = pd.DataFrame({"row": rows, "col": cols, "probability": np.round(prob[rows, cols], 4),
+                          "class": np.where(cls[rows, cols] == 1, "present", "absent")})
+    write_geojson_4326(files["tiles"], table, cell_boxes(transform, rows, cols), info.crs_wkt)
+    cell_m2 = (grid.stride * info.gsd_m) ** 2
+    to_m2 = (info.gsd_m / info.res_x) ** 2  # map units² -> ground m²
+    present_polys = polygons_of(cls == 1, transform)
+    areas = [g.area * to_m2 for g in present_polys]
+    write_gpkg(files["presence"], pd.DataFrame({"area_m2": np.round(areas, 3),
+                                                "area_ha": np.round(np.array(areas) / 1e4, 6)}),
+               present_polys, info.crs_wkt, "presence", prov["created"])
+    valid_m2 = float((cell_valid * has).sum() * cell_m2)
+    spurge_m2 = float((cell_valid * (cls == 1)).sum() * cell_m2)
+    hours = prov["seconds"] / 3600
+    summary: dict[str, Any] = {
+        "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": str(inputs.model),
+        "threshold": threshold, "backend": prov["backend"], "tile_size_px": grid.tile, "stride_px": grid.stride,
+        "cells": int(has.sum()), "present_cells": int((cls == 1).sum()), "tiles_predicted": prov["tiles_predicted"],
+        "mapped_area_ha": round(valid_m2 / 1e4, 4), "spurge_area_ha": round(spurge_m2 / 1e4, 4),
+        "spurge_share": round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
+        "seconds": round(prov["seconds"], 2),
+        "tiles_per_second": round(prov["tiles_predicted"] / prov["seconds"], 2) if prov["seconds"] else None,
+        "hectares_per_hour": round(valid_m2 / 1e4 / hours, 2) if hours else None,
+        "created": prov["created"],
+    }
+    if inputs.plots is not None:
+        summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2)
+    files["summary_json"].write_text(json.dumps(summary, indent=2))
+    _write_csv(files["summary_csv"], summary)
+    from spurgemap.predict.styles import write_styles
+
+    for path in write_styles(out, name, threshold):
+        files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
+    _preview(files["preview"], info, pct, has, grid.stride)
+    return files, summary
+
+
+def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float) -> list[dict[str, Any]]:
+    from shapely import union_all
+
+    from spurgemap.geo.vector import read_plots, reproject
+
+    layer = read_plots(plots)
+    geoms = reproject(layer.geoms, layer.crs_wkt, info.crs_wkt)
+    spurge = union_all(present) if present else None
+    rows = []
+    for site, plot, g in zip(layer.site_ids, layer.plot_ids, geoms, strict=True):
+        area = g.area * to_m2
+        hit = g.intersection(spurge).area * to_m2 if spurge is not None and area else 0.0
+        rows.append({"site_id": site, "plot_id": plot, "plot_area_m2": round(area, 3),
+                     "spurge_area_m2": round(hit, 3), "spurge_share": round(hit / area, 4) if area else 0.0})
+    return rows
+
+
+def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["scope", "site_id", "plot_id", "area_ha", "spurge_area_ha", "spurge_share"])
+        w.writerow(["orthomosaic", "", "", summary["mapped_area_ha"], summary["spurge_area_ha"],
+                    summary["spurge_share"]])
+        for p in summary.get("plots", []):
+            w.writerow(["plot", p["site_id"], p["plot_id"], round(p["plot_area_m2"] / 1e4, 6),
+                        round(p["spurge_area_m2"] / 1e4, 6), p["spurge_share"]])
+    os.replace(tmp, path)
+
+
+def _preview(path: Path, info: OrthoInfo, pct: np.ndarray, has: np.ndarray, stride: int) -> None:
+    from PIL import Image
+
+    rgb, valid = read_preview(info.path, 1200, info.rgb_bands, info.alpha_band)
+    h, w = rgb.shape[:2]
+    # each preview pixel shows the map cell under its centre
+    rows = np.minimum(((np.arange(h) + 0.5) * info.height / h) // stride, pct.shape[0] - 1).astype(int)
+    cols = np.minimum(((np.arange(w) + 0.5) * info.width / w) // stride, pct.shape[1] - 1).astype(int)
+    p = pct[np.ix_(rows, cols)].astype(np.float32)
+    ok = has[np.ix_(rows, cols)]
+    alpha = np.where(ok, np.clip(p / 100, 0, 1) * 0.75, 0)[..., None]
+    overlay = np.array([230, 0, 200], np.float32)
+    img = rgb.astype(np.float32) * (1 - alpha) + overlay * alpha
+    img[~valid] = 255
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,150 @@
+"""The tile grid over a whole orthomosaic and a bounded read-ahead of its tiles.
+
+Tiles start on the raster's pixel grid every `stride` pixels from the top-left corner; the last row
+and column extend past the raster and are padded as invalid, never shifted inward, so each map cell
+is exactly `stride` raster pixels and the map's transform is a scaled copy of the raster's.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from spurgemap.geo.raster import OrthoReader, gdal_session
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class Grid:
+    width: int  # raster size in px
+    height: int
+    tile: int  # tile edge in raster px
+    stride: int  # cell edge in raster px; divides `tile`
+
+    @property
+    def per_tile(self) -> int:
+        return self.tile // self.stride
+
+    @property
+    def cell_rows(self) -> int:
+        return math.ceil(self.height / self.stride)
+
+    @property
+    def cell_cols(self) -> int:
+        return math.ceil(self.width / self.stride)
+
+    @property
+    def tile_rows(self) -> int:
+        return max(self.cell_rows - self.per_tile + 1, 1)
+
+    @property
+    def tile_cols(self) -> int:
+        return max(self.cell_cols - self.per_tile + 1, 1)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.tile_rows * self.tile_cols
+
+
+@dataclass
+class TileBatchItem:
+    row: int  # tile index = top-left cell index
+    col: int
+    pixels: np.ndarray  # (tile, tile, 3) uint8
+
+
+class TileStream:
+    """Reads tile rows in a background thread (GDAL releases the GIL) into a bounded queue.
+
+    Also records each cell's share of valid pixels, so collar cells stay nodata on the map.
+    """
+
+    def __init__(self, reader: OrthoReader, grid: Grid, min_valid: float, keep: np.ndarray,
+                 start: tuple[int, int], maxsize: int, cache_mb: int,
+                 on_position: Callable[[int], None] | None = None) -> None:
+        self.reader, self.grid, self.min_valid, self.keep = reader, grid, min_valid, keep
+        self.start = start
+        self.cell_valid = np.zeros((grid.cell_rows, grid.cell_cols), dtype=np.float32)
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+        self.on_position = on_position
+        self._cache_mb = cache_mb
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spurgemap-reader", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with gdal_session(self._cache_mb):
+                self._read_all()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.error = exc
+        finally:
+            self.queue.put(_DONE)
+
+    def _read_all(self) -> None:
+        g, s, t = self.grid, self.grid.stride, self.grid.tile
+        for r in range(g.tile_rows):
+            if self._stop.is_set():
+                return
+            cols = np.flatnonzero(self.keep[r])
+            if r < self.start[0] or not len(cols):
+                if self.on_position and r >= self.start[0]:
+                    self.on_position(g.tile_cols)
+                continue
+            c_lo, c_hi = int(cols.min()), int(cols.max())
+            x0 = c_lo * s
+            rgb, valid, _ = self.reader.read(x0, r * s, (c_hi - c_lo) * s + t, t)
+            self._record_cells(r, c_lo, c_hi, valid)
+            for c in cols:
+                if (r, c) < self.start:
+                    continue
+                x = (c - c_lo) * s
+                v = valid[:, x:x + t]
+                if v.mean() >= self.min_valid:
+                    self.queue.put(TileBatchItem(r, int(c), np.ascontiguousarray(rgb[:, :, x:x + t].transpose(1, 2, 0))))
+                elif self.on_position:
+                    self.on_position(1)
+            if self.on_position:
+                self.on_position(g.tile_cols - len(cols))
+
+    def _record_cells(self, r: int, c_lo: int, c_hi: int, valid: np.ndarray) -> None:
+        g, s = self.grid, self.grid.stride
+        n_rows, n_cols = g.per_tile, c_hi - c_lo + g.per_tile
+        share = valid[:n_rows * s, :n_cols * s].reshape(n_rows, s, n_cols, s).mean(axis=(1, 3))
+        rows, cols = min(n_rows, g.cell_rows - r), min(n_cols, g.cell_cols - c_lo)
+        self.cell_valid[r:r + rows, c_lo:c_lo + cols] = share[:rows, :cols]
+
+    def __enter__(self) -> TileStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # drain so the reader can finish its put()
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def batches(self, size: int) -> Iterator[list[TileBatchItem]]:
+        batch: list[TileBatchItem] = []
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                break
+            assert isinstance(item, TileBatchItem)
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if self.error is not None:
+            raise self.error
+        if batch:
+            yield batch

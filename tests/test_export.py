@@ -1,0 +1,147 @@
+"""ONNX export: onnxruntime must reproduce torch (1e-4) and Deepness must find its metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spurgemap.errors import InputError
+from spurgemap.export import DeepnessWrapper, classifier_onnx, export_deepness, resize_matrix
+from spurgemap.train.backbones import create_backbone
+from spurgemap.train.bundle import SpurgeClassifier, file_sha256, model_from_bundle, save_bundle
+from spurgemap.train.engine import Prep
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TILE, SIZE, GSD = 64, 48, 0.014
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def session(data: bytes | Path) -> ort.InferenceSession:
+    src = str(data) if isinstance(data, Path) else data
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+
+
+def tiny_model(seed: int = 0) -> SpurgeClassifier:
+    torch.manual_seed(seed)
+    backbone, spec = create_backbone("test_efficientnet", pretrained=False)
+    model = SpurgeClassifier(backbone, spec.num_features).eval()
+    with torch.no_grad():  # a head large enough that probabilities spread over (0, 1)
+        model.head.weight.normal_(0, 50.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "model.spurge"
+    meta: dict[str, Any] = {"spurgemap_version": "0.1.0", "backbone": "test_efficientnet", "input_size": SIZE,
+                            "mean": MEAN, "std": STD, "class_names": ["no_spurge", "leafy_spurge"],
+                            "tile_size_px": TILE, "gsd_m": GSD, "threshold": 0.37}
+    save_bundle(path, tiny_model(), meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("onnx") / "spurge.onnx"
+    return out, export_deepness(bundle, out)
+
+
+def tiles(n: int, seed: int = 1) -> np.ndarray:
+    """uint8 (N,3,T,T) tiles, smooth enough that resizing matters, with detail on top."""
+    rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(rng.uniform(0, 255, (n, 3, 8, 8)))
+    smooth = F.interpolate(coarse, size=(TILE, TILE), mode="bilinear", align_corners=False).numpy()
+    return np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("src", "dst"), [(250, 224), (TILE, SIZE), (32, 48), (40, 40)])
+def test_resize_matrix_is_torch_antialiased_bilinear(src: int, dst: int) -> None:
+    x = torch.rand(2, 3, src, src, generator=torch.Generator().manual_seed(src))
+    ref = F.interpolate(x, size=(dst, dst), mode="bilinear", antialias=True, align_corners=False)
+    r = resize_matrix(src, dst)
+    assert torch.allclose(r @ x @ r.T, ref, atol=5e-5)  # float32 summation order: ~1.5e-5 worst seen
+
+
+def test_deepness_output_matches_torch_and_spurgemap_prediction(bundle: Path, exported: tuple[Path, dict]) -> None:
+    out, _ = exported
+    sess = session(out)
+    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["output"]
+    assert sess.get_inputs()[0].shape[1:] == [3, TILE, TILE]
+    u8 = tiles(5)
+    x = u8.astype(np.float32) / 255  # what Deepness feeds: RGB / 255, standardization 0/1
+    got = sess.run(["output"], {"input": x})[0]
+    assert got.shape == (5, 1, TILE, TILE) and got.dtype == np.float32
+    flat = got.reshape(5, -1)
+    assert np.all(flat == flat[:, :1]), "the map must be constant within each tile"
+    model, _ = model_from_bundle(bundle)
+    with torch.no_grad():
+        wrapper = DeepnessWrapper(model, TILE, SIZE, MEAN, STD).eval()
+        np.testing.assert_allclose(got, wrapper(torch.from_numpy(x)).numpy(), atol=1e-4)
+        prep = Prep(SIZE, tuple(MEAN), tuple(STD), torch.device("cpu"), False)  # type: ignore[arg-type]
+        spurgemap_probs = torch.sigmoid(model(prep(torch.from_numpy(u8)))).numpy()
+    np.testing.assert_allclose(flat[:, 0], spurgemap_probs, atol=1e-4)
+    assert np.ptp(spurgemap_probs) > 0.05, "test tiles should give distinct probabilities"
+    assert sess.run(["output"], {"input": x[:1]})[0].shape == (1, 1, TILE, TILE)
+
+
+def test_deepness_metadata(bundle: Path, exported: tuple[Path, dict]) -> None:
+    out, returned = exported
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert props == returned
+    assert props["model_type"] == "Segmentor"
+    assert props["class_names"] == {"0": "no_spurge", "1": "leafy_spurge"}
+    assert props["resolution"] == pytest.approx(GSD * 100)  # cm/px
+    assert props["tile_size"] == props["tiles_size"] == TILE and props["tiles_overlap"] == 0
+    assert props["standardization_mean"] == [0, 0, 0] and props["standardization_std"] == [1, 1, 1]
+    assert props["seg_thresh"] == props["threshold"] == pytest.approx(0.37)
+    assert props["backbone"] == "test_efficientnet" and props["bundle_sha256"] == file_sha256(bundle)
+    meta = session(out).get_modelmeta().custom_metadata_map  # how Deepness reads it
+    assert json.loads(meta["tile_size"]) == TILE and json.loads(meta["model_type"]).capitalize() == "Segmentor"
+    assert not list(out.parent.glob(".*tmp")), "no temp file left behind"
+
+
+def test_classifier_onnx_matches_torch_at_two_batch_sizes() -> None:
+    model = tiny_model(3)
+    sess = session(classifier_onnx(model, SIZE))
+    assert not model.training, "export must not switch the model to training mode"
+    for n in (1, 7):
+        x = torch.randn(n, 3, SIZE, SIZE)
+        with torch.no_grad():
+            ref = torch.sigmoid(model(x)).numpy()
+        got = sess.run(["prob"], {"input": x.numpy()})[0]
+        assert got.shape == (n,)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_classifier_onnx_real_lite0() -> None:
+    """TF-'same' padding (timm Conv2dSame) must survive export with a dynamic batch axis."""
+    backbone, spec = create_backbone()  # bundled ImageNet weights, offline
+    model = SpurgeClassifier(backbone, spec.num_features).eval()
+    sess = session(classifier_onnx(model, spec.input_size))
+    for n in (1, 3):
+        x = torch.randn(n, 3, spec.input_size, spec.input_size)
+        with torch.no_grad():
+            ref = torch.sigmoid(model(x)).numpy()
+        np.testing.assert_allclose(sess.run(["prob"], {"input": x.numpy()})[0], ref, atol=1e-4)
+
+
+def test_bad_inputs_are_one_line_input_errors(tmp_path: Path, bundle: Path) -> None:
+    junk = tmp_path / "junk.spurge"
+    junk.write_bytes(b"not a zip")
+    for path in (junk, tmp_path / "missing.spurge"):
+        with pytest.raises(InputError) as err:
+            export_deepness(path, tmp_path / "out.onnx")
+        assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="does not exist"):
+        export_deepness(bundle, tmp_path / "no" / "such" / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
