@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -53,9 +54,9 @@ def write_cog(path: Path, data: np.ndarray, transform: Affine, crs_wkt: str, nod
 
 def cell_boxes(transform: Affine, rows: np.ndarray, cols: np.ndarray) -> list[Polygon]:
     """Map polygons of grid cells (north-up transform)."""
-    x0, y0 = transform @ (cols, rows)
-    x1, y1 = transform @ (cols + 1, rows + 1)
-    return [box(a, d, c, b) for a, b, c, d in zip(x0, y0, x1, y1, strict=True)]
+    x0, y0 = transform.c + cols * transform.a, transform.f + rows * transform.e
+    x1, y1 = x0 + transform.a, y0 + transform.e
+    return [box(a, d, c, b) for a, b, c, d in zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist(), strict=True)]
 
 
 def write_geojson_4326(path: Path, table: pd.DataFrame, geoms: list[BaseGeometry], crs_wkt: str) -> None:
@@ -72,8 +73,10 @@ def write_gpkg(path: Path, table: pd.DataFrame, geoms: list[BaseGeometry], crs_w
     gdf = gpd.GeoDataFrame(table, geometry=geoms, crs=crs_wkt)
     tmp = _tmp(path)
     tmp.unlink(missing_ok=True)
+    # geometry type fixed so an empty layer still opens as polygons; GPKG 1.3 for QGIS 3.22's GDAL
     with rasterio.Env(OGR_CURRENT_DATE=timestamp):
-        gdf.to_file(tmp, driver="GPKG", layer=layer)
+        gdf.to_file(tmp, driver="GPKG", layer=layer, geometry_type="MultiPolygon", promote_to_multi=True,
+                    dataset_options={"VERSION": "1.3"})
     os.replace(tmp, path)
 
 

@@ -138,8 +138,9 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     grid = Grid(info.width, info.height, tile, stride)
     aoi = None
     if inputs.aoi is not None:
-        from spurgemap.geo.maps import read_aoi
         from shapely import box
+
+        from spurgemap.geo.maps import read_aoi
 
         aoi = read_aoi(inputs.aoi, info.crs_wkt)
         if not aoi.intersects(box(*info.bounds)):

@@ -34,14 +34,9 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     transform = info.transform @ Affine.scale(grid.stride)
     has = (counts > 0) & (cell_valid > 0)
     if aoi is not None:
-        rows, cols = np.indices(has.shape)
-        from shapely import points
-        from shapely.prepared import prep
-
-        cx, cy = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
-        inside = np.fromiter((prep(aoi).contains(p) for p in points(cx, cy)), bool, cx.size)
-        has &= inside.reshape(has.shape)
-    prob = np.where(has, sums / np.maximum(counts, 1), np.nan)
+        has = has & _cells_in(aoi, transform, has.shape)
+    # rounded once, so the GeoJSON's probability and class and the rasters always agree
+    prob = np.where(has, np.round(sums / np.maximum(counts, 1), 4), np.nan)
     pct = np.where(has, np.rint(np.nan_to_num(prob) * 100), NODATA).astype(np.uint8)
     cls = np.where(has, (np.nan_to_num(prob) >= threshold).astype(np.uint8), NODATA).astype(np.uint8)
     tags = {"spurgemap_version": __version__, "bundle_sha256": prov["bundle_sha256"],
@@ -57,8 +52,8 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description="leafy spurge probability (%)")
     write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": "0=absent,1=present"},
               colormap=PALETTE, overview_resampling="nearest", description="leafy spurge presence")
-    rows, cols = np.nonzero(has)
-    table = pd.DataFrame({"row": rows, "col": cols, "probability": np.round(prob[rows, cols], 4),
+    rows, cols = (np.asarray(a) for a in np.nonzero(has))
+    table = pd.DataFrame({"row": rows, "col": cols, "probability": prob[rows, cols],
                           "class": np.where(cls[rows, cols] == 1, "present", "absent")})
     write_geojson_4326(files["tiles"], table, cell_boxes(transform, rows, cols), info.crs_wkt)
     cell_m2 = (grid.stride * info.gsd_m) ** 2
@@ -92,6 +87,16 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
     _preview(files["preview"], info, pct, has, grid.stride)
     return files, summary
+
+
+def _cells_in(aoi: Any, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Cells whose centre lies in the AOI."""
+    from shapely import contains_xy
+
+    rows, cols = np.indices(shape)
+    cx = transform.c + (cols.ravel() + 0.5) * transform.a  # north-up grid
+    cy = transform.f + (rows.ravel() + 0.5) * transform.e
+    return np.asarray(contains_xy(aoi, cx, cy)).reshape(shape)
 
 
 def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ is exactly `stride` raster pixels and the map's transform is a scaled copy of th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -107,7 +108,8 @@ class TileStream:
                 x = (c - c_lo) * s
                 v = valid[:, x:x + t]
                 if v.mean() >= self.min_valid:
-                    self.queue.put(TileBatchItem(r, int(c), np.ascontiguousarray(rgb[:, :, x:x + t].transpose(1, 2, 0))))
+                    pixels = np.ascontiguousarray(rgb[:, :, x:x + t].transpose(1, 2, 0))
+                    self.queue.put(TileBatchItem(r, int(c), pixels))
                 elif self.on_position:
                     self.on_position(1)
             if self.on_position:
@@ -127,10 +129,8 @@ class TileStream:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         while self._thread.is_alive():  # drain so the reader can finish its put()
-            try:
+            with contextlib.suppress(queue.Empty):
                 self.queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
         self._thread.join()
 
     def batches(self, size: int) -> Iterator[list[TileBatchItem]]:
