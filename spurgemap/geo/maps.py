@@ -12,6 +12,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import rasterio
 import rasterio.shutil
 from affine import Affine
@@ -74,9 +75,14 @@ def write_gpkg(path: Path, table: pd.DataFrame, geoms: list[BaseGeometry], crs_w
     tmp = _tmp(path)
     tmp.unlink(missing_ok=True)
     # geometry type fixed so an empty layer still opens as polygons; GPKG 1.3 for QGIS 3.22's GDAL
-    with rasterio.Env(OGR_CURRENT_DATE=timestamp):
+    # pyogrio links its own GDAL: the pinned date must be set there, not through rasterio.Env
+    previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": timestamp})
+    try:
         gdf.to_file(tmp, driver="GPKG", layer=layer, geometry_type="MultiPolygon", promote_to_multi=True,
                     dataset_options={"VERSION": "1.3"})
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
     os.replace(tmp, path)
 
 

@@ -1,0 +1,261 @@
+"""`spurgemap predict` on demo data: map files, accuracy against truth.tif, QGIS, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from PIL import Image
+from rio_cogeo.cogeo import cog_validate
+from test_qgis_styles import _run_check, qgis_python  # noqa: F401  (fixture)
+from typer.testing import CliRunner
+
+from spurgemap.cli import app
+from spurgemap.config import load_config
+from spurgemap.errors import InputError
+from spurgemap.predict import PredictInputs, run_predict
+from spurgemap.train.backbones import create_backbone
+from spurgemap.train.bundle import SpurgeClassifier, save_bundle
+
+runner = CliRunner()
+
+
+def _ok(*args):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output + str(res.exception)
+    return res
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Demo sites; a lite0 probe trained on site01 (site02 selects), site03 held out for mapping."""
+    root = tmp_path_factory.mktemp("pred")
+    _ok("demo-data", root / "data", "--sites", 3, "--size", 2600, "--seed", 3)
+    orthos = sorted((root / "data" / "sites").glob("*/ortho.tif"))
+    _ok("tile", *orthos, "--plots", root / "data" / "plots.geojson", "--survey", root / "data" / "survey.csv",
+        "--out", root / "tiles")
+    _ok("train", root / "tiles", "--out", root / "run", "--val-sites", "site02", "--test-sites", "site03",
+        "--epochs", 20)
+    return {"root": root, "ortho": root / "data" / "sites" / "site03" / "ortho.tif",
+            "truth": root / "data" / "sites" / "site03" / "truth.tif", "bundle": root / "run" / "model.spurge",
+            "plots": root / "data" / "plots.geojson"}
+
+
+@pytest.fixture(scope="module")
+def mapped(trained) -> Path:
+    out = trained["root"] / "maps"
+    res = _ok("predict", trained["ortho"], "--model", trained["bundle"], "--out", out, "--plots", trained["plots"])
+    assert "tiles/s" in res.stdout and "ha/h" in res.stdout and "leafy spurge on" in res.stdout
+    return out
+
+
+def _truth_share(truth: Path, cell: int) -> np.ndarray:
+    with rasterio.open(truth) as ds:
+        t = ds.read(1)
+    h, w = t.shape
+    ph, pw = -h % cell, -w % cell
+    pad = np.pad((t == 1).astype(float), ((0, ph), (0, pw)))
+    return pad.reshape((h + ph) // cell, cell, (w + pw) // cell, cell).mean(axis=(1, 3))
+
+
+def test_map_is_accurate_on_a_held_out_site(trained, mapped):
+    with rasterio.open(mapped / "ortho_class.tif") as ds:
+        cls = ds.read(1)
+    share = _truth_share(trained["truth"], 250)
+    valid = cls != 255
+    present, absent = valid & (share >= 0.01), valid & (share == 0)
+    recall = (cls[present] == 1).mean()
+    specificity = (cls[absent] == 0).mean()
+    balanced = (recall + specificity) / 2
+    print(f"held-out site map vs truth.tif: balanced accuracy {balanced:.3f} "
+          f"(recall {recall:.3f} on {present.sum()} cells, specificity {specificity:.3f} on {absent.sum()})")
+    assert present.sum() >= 5 and absent.sum() >= 5
+    assert balanced >= 0.7  # chance is 0.5
+
+
+def test_output_files_are_qgis_ready(trained, mapped):
+    with rasterio.open(trained["ortho"]) as src:
+        crs, transform, (w, h) = src.crs, src.transform, (src.width, src.height)
+    for name in ("prob", "class"):
+        path = mapped / f"ortho_{name}.tif"
+        valid, errors, _ = cog_validate(str(path))
+        assert valid, errors
+        with rasterio.open(path) as ds:
+            assert ds.crs == crs and ds.nodata == 255 and ds.dtypes[0] == "uint8"
+            assert ds.transform == transform * Affine.scale(250)
+            assert (ds.width, ds.height) == (-(-w // 250), -(-h // 250))  # whole extent covered
+            assert ds.overviews(1) or max(ds.width, ds.height) <= 256
+            tags = ds.tags()
+            assert tags["tile_size_px"] == "250" and len(tags["bundle_sha256"]) == 64
+            assert len(tags["source_sha256"]) == 64 and tags["created"].endswith("Z")
+            data = ds.read(1)
+            assert set(np.unique(data)) <= (set(range(101)) | {255} if name == "prob" else {0, 1, 255})
+    with rasterio.open(mapped / "ortho_class.tif") as ds:
+        cmap = ds.colormap(1)
+        assert cmap[1][:3] == (230, 0, 200) and cmap[255][3] == 0
+    tiles = gpd.read_file(mapped / "ortho_tiles.geojson")
+    assert tiles.crs.to_epsg() == 4326
+    b = tiles.total_bounds
+    assert -180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90 and 44 < b[1] < 49  # Montana
+    assert all(g.exterior.is_ccw for g in tiles.geometry)  # RFC 7946 right-hand rule
+    assert set(tiles["class"]) <= {"present", "absent"} and tiles.probability.between(0, 1).all()
+    text = (mapped / "ortho_tiles.geojson").read_text()
+    assert '"crs"' not in text  # RFC 7946 has no crs member
+    presence = gpd.read_file(mapped / "ortho_presence.gpkg", layer="presence")
+    summary = json.loads((mapped / "ortho_summary.json").read_text())
+    assert presence.crs == crs
+    assert presence.area_ha.sum() == pytest.approx(summary["spurge_area_ha"], rel=0.15, abs=0.002)
+    assert summary["tiles_per_second"] > 0 and summary["hectares_per_hour"] > 0
+    assert len(summary["plots"]) == 27 and {"spurge_area_m2", "spurge_share"} <= set(summary["plots"][0])
+    assert "plot" in (mapped / "ortho_summary.csv").read_text()
+    for name in ("prob", "class", "tiles", "presence"):
+        assert (mapped / f"ortho_{name}.qml").read_text().lstrip().startswith("<!DOCTYPE qgis")
+    img = Image.open(mapped / "ortho_preview.png")
+    assert min(img.size) > 300
+
+
+def test_maps_load_and_render_in_qgis(trained, mapped, qgis_python, tmp_path):  # noqa: F811
+    with rasterio.open(mapped / "ortho_class.tif") as ds:
+        cls, t, bounds = ds.read(1), ds.transform, ds.bounds
+    share = _truth_share(trained["truth"], 250)
+    tiles = gpd.read_file(mapped / "ortho_tiles.geojson")
+
+    def centre(r: int, c: int) -> list[float]:
+        x, y = t * (c + 0.5, r + 0.5)
+        return [x, y]
+
+    # rendering is checked where the truth has dense spurge and the map says present (model errors
+    # are the accuracy test's business), and where the truth has none and the map says absent
+    present = [centre(r, c) for r, c in zip(*np.nonzero((share >= 0.05) & (cls == 1)), strict=True)][:10]
+    absent = [centre(r, c) for r, c in zip(*np.nonzero((share == 0) & (cls == 0)), strict=True)][:10]
+    nodata = [centre(r, c) for r, c in zip(*np.nonzero(cls == 255), strict=True)][:5]
+    assert present and absent
+    expect = {"epsg": 32612, "extent": list(bounds), "extent_4326": [float(v) for v in tiles.total_bounds],
+              "present_points": present, "absent_points": absent, "nodata_points": nodata}
+    (tmp_path / "expect.json").write_text(json.dumps(expect))
+    proc = _run_check(qgis_python, str(mapped), "ortho", str(tmp_path / "expect.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(trained) -> Path:
+    torch.manual_seed(0)
+    backbone, spec = create_backbone("test_efficientnet", pretrained=False)
+    path = trained["root"] / "tiny.spurge"
+    save_bundle(path, SpurgeClassifier(backbone, spec.num_features).eval(), {
+        "spurgemap_version": "test", "backbone": "test_efficientnet", "input_size": 64, "mean": [0.5] * 3,
+        "std": [0.5] * 3, "class_names": ["no_spurge", "leafy_spurge"], "tile_size_px": 250, "gsd_m": 0.014,
+        "threshold": 0.5})
+    return path
+
+
+def test_killed_run_resumes_byte_identical(trained, tiny_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1790000000")
+    cfg = load_config(overrides={"predict.batch_size": 8, "predict.checkpoint_every": 1})
+    ref = run_predict(cfg, PredictInputs(trained["ortho"], tiny_bundle, tmp_path / "ref"))
+    from spurgemap.predict import stream
+
+    real = stream.TileStream.batches
+    seen = {"n": 0}
+
+    def dying(self, size):
+        for b in real(self, size):
+            seen["n"] += 1
+            if seen["n"] == 4:
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(stream.TileStream, "batches", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(cfg, PredictInputs(trained["ortho"], tiny_bundle, tmp_path / "run"))
+    assert (tmp_path / "run" / ".work" / "state.npz").exists()
+    assert not (tmp_path / "run" / "ortho_prob.tif").exists()
+    monkeypatch.setattr(stream.TileStream, "batches", real)
+    res = run_predict(cfg, PredictInputs(trained["ortho"], tiny_bundle, tmp_path / "run"))
+    assert res.predicted == ref.predicted
+    for name, path in ref.files.items():
+        other = tmp_path / "run" / path.name
+        if name.startswith("summary"):
+            continue  # holds the run time
+        assert other.read_bytes() == path.read_bytes(), name
+    assert not (tmp_path / "run" / ".work").exists()
+
+
+def test_stride_tta_and_aoi(trained, tiny_bundle, tmp_path):
+    cfg = load_config(overrides={"predict.stride_px": 125, "predict.tta": True, "predict.backend": "torch"})
+    with rasterio.open(trained["ortho"]) as src:
+        crs, b = src.crs, src.bounds
+    from shapely import box
+
+    aoi = box(b.left + 10, b.bottom + 10, b.left + 25, b.bottom + 25)
+    gpd.GeoDataFrame(geometry=[aoi], crs=crs).to_crs(4326).to_file(tmp_path / "aoi.geojson")  # another CRS
+    res = run_predict(cfg, PredictInputs(trained["ortho"], tiny_bundle, tmp_path / "m", aoi=tmp_path / "aoi.geojson"))
+    with rasterio.open(res.files["prob"]) as ds:
+        data = ds.read(1)
+        assert ds.res[0] == pytest.approx(125 * 0.014)
+        valid = data != 255
+        rows, cols = np.nonzero(valid)
+        xs, ys = ds.transform * (cols + 0.5, rows + 0.5)
+    assert valid.sum() > 10 and "TTA" in res.backend
+    assert (xs > b.left + 9).all() and (xs < b.left + 26).all() and (ys < b.bottom + 26).all()
+    assert res.predicted < res.tiles / 3  # only tiles touching the AOI are read
+
+
+def test_bad_inputs_are_refused(trained, tiny_bundle, tmp_path):
+    base = ["predict", str(trained["ortho"]), "--out", str(tmp_path / "m")]
+    junk = tmp_path / "junk.spurge"
+    junk.write_bytes(b"\x00" * 100)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.spurge"
+    evil.write_bytes(pickle.dumps(Payload()))
+    for bundle in (junk, evil):
+        res = runner.invoke(app, [*base, "--model", str(bundle)])
+        assert res.exit_code == 2 and "not a valid spurgemap bundle" in res.stderr and "Traceback" not in res.stderr
+    assert not marker.exists()
+    two = tmp_path / "two.tif"
+    with rasterio.open(trained["ortho"]) as src:
+        prof = src.profile | {"count": 2}
+        data = src.read([1, 4])
+    with rasterio.open(two, "w", **prof) as dst:
+        dst.write(data)
+    res = runner.invoke(app, ["predict", str(two), "--model", str(tiny_bundle), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "fewer than 3" in res.stderr
+    from shapely import box
+
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=4326).to_file(tmp_path / "far.geojson")
+    res = runner.invoke(app, [*base, "--model", str(tiny_bundle), "--aoi", str(tmp_path / "far.geojson")])
+    assert res.exit_code == 2 and "AOI lies outside" in res.stderr
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").glob("*.tif"))
+    ok = runner.invoke(app, [*base, "--model", str(tiny_bundle)])
+    assert ok.exit_code == 0, ok.output
+    again = runner.invoke(app, [*base, "--model", str(tiny_bundle)])
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    coarse = tmp_path / "coarse.tif"
+    with rasterio.open(trained["ortho"]) as src:
+        prof = src.profile | {"transform": src.transform * Affine.scale(4)}
+        with rasterio.open(coarse, "w", **prof) as dst:
+            dst.write(src.read())
+    with pytest.raises(InputError, match="too far from the model"):
+        run_predict(load_config(), PredictInputs(coarse, tiny_bundle, tmp_path / "c"))
+
+
+def test_export_for_deepness(trained, tiny_bundle, tmp_path):
+    import onnx
+
+    res = _ok("export", tiny_bundle, "--onnx", tmp_path / "m.onnx")
+    assert "Segmentor" in res.stdout
+    meta = {p.key: json.loads(p.value) for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert meta["tile_size"] == meta["tiles_size"] == 250 and meta["resolution"] == pytest.approx(1.4)
