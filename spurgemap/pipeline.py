@@ -1,4 +1,4 @@
-"""The demo job: every built stage in order on the embedded demo data (demo-data, tile, train)."""
+"""The demo job: every stage in order on the embedded demo data (demo-data, tile, train, predict)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from spurgemap.progress import progress
 from spurgemap.tile import TileInputs, TileResult, run_tile
 
 log = logging.getLogger(__name__)
-NOT_BUILT = "not built yet"
 
 
 @dataclass
@@ -59,8 +58,13 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
     m = trained.metrics
     run.stages["train"] = (f"balanced accuracy {m['balanced_accuracy']:.3f} ({m['selection']}) "
                            f"in {trained.seconds:.0f} s -> {trained.bundle}")
-    for stage in ("predict",):
-        run.stages[stage] = NOT_BUILT
-        log.warning("stage '%s' is %s; the demo stops after the stages that exist", stage, NOT_BUILT)
+    from spurgemap.predict import PredictInputs, run_predict
+
+    maps = []
+    for site, ortho in zip(data.site_ids, orthos, strict=True):
+        res = run_predict(config, PredictInputs(ortho, trained.bundle, out / "maps" / site,
+                                                plots=out / "data" / "plots.geojson", overwrite=True))
+        maps.append(f"{site} {res.summary['spurge_area_ha']:.3f} ha spurge ({res.tiles_per_second:.0f} tiles/s)")
+    run.stages["predict"] = "; ".join(maps) + f" -> {out / 'maps'}"
     (out / "config.yaml").write_text(dump_config(config))
     return run

@@ -82,8 +82,9 @@ def test_info_on_ortho_and_tiles(demo, tmp_path):
 
 def test_demo_command_runs_the_built_stages(tmp_path):
     res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 2600)
-    assert "not built yet" in res.stdout and "tiles in" in res.stdout and "balanced accuracy" in res.stdout
+    assert "tiles in" in res.stdout and "balanced accuracy" in res.stdout and "ha spurge" in res.stdout
     assert (tmp_path / "run" / "train" / "model.spurge").exists()
+    assert len(list((tmp_path / "run" / "maps").glob("*/ortho_class.tif"))) == 3
     assert (tmp_path / "run" / "tiles" / "tiles.gpkg").exists()
     assert (tmp_path / "run" / "config.yaml").exists()
     arr = rasterio.open(next((tmp_path / "run" / "tiles" / "tiles").rglob("*.tif"))).read()

@@ -85,7 +85,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
 
     for path in write_styles(out, name, threshold):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
-    _preview(files["preview"], info, pct, has, grid.stride)
+    _preview(files["preview"], info, pct, has, grid.stride, threshold)
     return files, summary
 
 
@@ -129,7 +129,9 @@ def _write_csv(path: Path, summary: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _preview(path: Path, info: OrthoInfo, pct: np.ndarray, has: np.ndarray, stride: int) -> None:
+def _preview(path: Path, info: OrthoInfo, pct: np.ndarray, has: np.ndarray, stride: int,
+             threshold: float) -> None:
+    """The orthomosaic with presence cells tinted magenta (stronger with probability)."""
     from PIL import Image
 
     rgb, valid = read_preview(info.path, 1200, info.rgb_bands, info.alpha_band)
@@ -139,7 +141,7 @@ def _preview(path: Path, info: OrthoInfo, pct: np.ndarray, has: np.ndarray, stri
     cols = np.minimum(((np.arange(w) + 0.5) * info.width / w) // stride, pct.shape[1] - 1).astype(int)
     p = pct[np.ix_(rows, cols)].astype(np.float32)
     ok = has[np.ix_(rows, cols)]
-    alpha = np.where(ok, np.clip(p / 100, 0, 1) * 0.75, 0)[..., None]
+    alpha = np.where(ok & (p >= threshold * 100), 0.35 + 0.4 * np.clip(p / 100, 0, 1), 0)[..., None]
     overlay = np.array([230, 0, 200], np.float32)
     img = rgb.astype(np.float32) * (1 - alpha) + overlay * alpha
     img[~valid] = 255
