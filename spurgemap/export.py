@@ -86,7 +86,27 @@ class DeepnessWrapper(nn.Module):
         return p.view(-1, 1, 1, 1).expand(-1, 1, self.tile, self.tile)
 
 
-def _onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int) -> bytes:
+class TileProbability(DeepnessWrapper):
+    """(N,T,T,3) uint8 tiles, as read from the raster -> (N,) presence probability.
+
+    The whole preprocessing is in the graph, so CPU prediction runs on onnxruntime alone (no torch).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.rows, x), self.cols_t)
+        return torch.sigmoid(self.model((x - self.mean) / self.std))
+
+
+def tile_onnx(model: SpurgeClassifier, tile: int, input_size: int, mean: list[float], std: list[float],
+              opset: int = DEFAULT_OPSET) -> bytes:
+    """ONNX bytes: "tiles" uint8 (N,T,T,3) -> "prob" float32 (N,); stored in bundles for `predict`."""
+    wrapper = TileProbability(model, tile, input_size, mean, std)
+    return _onnx_bytes(wrapper, torch.zeros(2, tile, tile, 3, dtype=torch.uint8), "prob", opset, "tiles")
+
+
+def _onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int, name: str = "input") -> bytes:
     """Legacy (TorchScript) exporter: the dynamo one needs onnxscript, which spurgemap does not ship."""
     modes = {m: m.training for m in module.modules()}  # restored after: exporting must not change the model
     module.eval()
@@ -97,8 +117,8 @@ def _onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: in
             warnings.simplefilter("ignore")
             # cast: the exporter writes to a BytesIO fine, though its stub says path.
             torch.onnx.export(module, (example,), cast(Any, buf), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=[output],
-                              dynamic_axes={"input": {0: "batch"}, output: {0: "batch"}},
+                              input_names=[name], output_names=[output],
+                              dynamic_axes={name: {0: "batch"}, output: {0: "batch"}},
                               do_constant_folding=True)
     finally:
         for m, training in modes.items():

@@ -259,3 +259,28 @@ def test_export_for_deepness(trained, tiny_bundle, tmp_path):
     assert "Segmentor" in res.stdout
     meta = {p.key: json.loads(p.value) for p in onnx.load(tmp_path / "m.onnx").metadata_props}
     assert meta["tile_size"] == meta["tiles_size"] == 250 and meta["resolution"] == pytest.approx(1.4)
+
+
+def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from spurgemap.predict.infer import make_predictor
+    from spurgemap.train.bundle import load_bundle
+
+    _, meta = load_bundle(trained["bundle"])
+    cfg = load_config().predict
+    graph, label = make_predictor(trained["bundle"], meta, cfg, 250)
+    assert "bundle graph" in label
+    cfg.backend = "torch"
+    torch_path, _ = make_predictor(trained["bundle"], meta, cfg, 250)
+    x = np.random.default_rng(0).integers(0, 255, (6, 250, 250, 3), dtype=np.uint8)
+    np.testing.assert_allclose(graph(x), torch_path(x), atol=1e-4)
+    code = ("import sys; from pathlib import Path; from spurgemap.config import load_config; "
+            "from spurgemap.predict import PredictInputs, run_predict; "
+            f"run_predict(load_config(), PredictInputs(Path({str(trained['ortho'])!r}), "
+            f"Path({str(trained['bundle'])!r}), Path({str(tmp_path / 'm')!r}))); "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"

@@ -121,13 +121,13 @@ def _keep_mask(grid: Grid, info: OrthoInfo, aoi: Any) -> np.ndarray:
 
 
 def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
+    from spurgemap.bundle_io import read_bundle
     from spurgemap.predict.infer import make_predictor
     from spurgemap.predict.outputs import write_maps
-    from spurgemap.train.bundle import model_from_bundle
 
     start = time.perf_counter()
     cfg = config.predict
-    model, meta = model_from_bundle(inputs.model)
+    meta = read_bundle(inputs.model, with_weights=False).meta
     info = open_ortho(inputs.ortho, 1, max_pixels=config.tile.max_pixels,
                       max_compression_ratio=config.tile.max_compression_ratio, bands=config.tile.bands,
                       value_range=config.tile.value_range)
@@ -156,7 +156,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     done = int(state["done"]) if state else 0
     next_tile = (int(state["next"][0]), int(state["next"][1])) if state else (0, 0)
     stamp = str(state["stamp"]) if state else _timestamp()
-    predict, backend = make_predictor(model, meta, cfg)
+    predict, backend = make_predictor(inputs.model, meta, cfg, tile)
     log.info("predicting %s with %s: %d x %d tiles of %d px, stride %d", info.path.name, backend,
              grid.tile_rows, grid.tile_cols, tile, stride)
     m = grid.per_tile

@@ -1,83 +1,118 @@
-"""Presence probabilities for batches of tiles: onnxruntime on CPU, torch (bf16, channels_last) on CUDA.
+"""Presence probabilities for batches of tiles.
 
-Both backends share the training preprocessing (`Prep`), so a tile is seen exactly as in training.
+CPU: the bundle's own ONNX graph (uint8 tiles -> probability, preprocessing included) on onnxruntime;
+torch is never imported, which saves ~0.5 GB of RSS and the export time. Bundles without a graph,
+or tiles resampled to another size, fall back to exporting the classifier at start-up.
+CUDA: torch with bf16 autocast and channels_last. All paths share the training preprocessing.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
+from spurgemap.bundle_io import read_bundle
 from spurgemap.config import PredictConfig
 from spurgemap.errors import InputError
-from spurgemap.train.bundle import SpurgeClassifier
-from spurgemap.train.engine import Prep, d4
 
 log = logging.getLogger(__name__)
+ORT_CHUNK = 8  # 2 cores: chunks of 8 run as fast as 32 (~80 img/s) with ~600 MB less arena memory
 Predictor = Callable[[np.ndarray], np.ndarray]  # (B, H, W, 3) uint8 -> (B,) probabilities
 
 
-def choose_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
+def _cuda_wanted(name: str) -> bool:
+    """Whether to use CUDA; torch is imported only where an NVIDIA driver could be present."""
+    if name == "cpu":
+        return False
+    has_driver = Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
+    available = False
+    if has_driver:
+        import torch
+
+        available = torch.cuda.is_available()
+    if name == "cuda" and not available:
         raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
-    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    return available
 
 
-def make_predictor(model: SpurgeClassifier, meta: dict, cfg: PredictConfig) -> tuple[Predictor, str]:
-    device = choose_device(cfg.device)
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "torch" if device.type == "cuda" else "onnx"
+def d4_numpy(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th D4 symmetry of (B, H, W, C) tiles, matching train.engine.d4 on (B, C, H, W)."""
+    x = np.rot90(x, k % 4, axes=(1, 2))
+    return np.ascontiguousarray(x[:, :, ::-1] if k >= 4 else x)
+
+
+def _session(onnx: bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+
+
+def _chunked(session: Any, name: str, arr: np.ndarray) -> np.ndarray:
+    return np.concatenate([session.run(["prob"], {name: arr[i:i + ORT_CHUNK]})[0]
+                           for i in range(0, len(arr), ORT_CHUNK)])
+
+
+def make_predictor(bundle: Path, meta: dict[str, Any], cfg: PredictConfig, tile: int) -> tuple[Predictor, str]:
+    cuda = _cuda_wanted(cfg.device)
+    backend = cfg.backend if cfg.backend != "auto" else ("torch" if cuda else "onnx")
+    if backend == "onnx" and cuda:
+        raise InputError("--backend onnx runs on the CPU here; use --backend torch with --device cuda")
+    syms = range(8) if cfg.tta else range(1)
+    tta = " with D4 TTA" if cfg.tta else ""
+    graph = read_bundle(bundle, with_weights=False).onnx
+    if backend == "onnx" and graph is not None and tile == int(meta["tile_size_px"]):
+        session = _session(graph)
+
+        def predict_graph(batch: np.ndarray) -> np.ndarray:
+            return np.mean([_chunked(session, "tiles", d4_numpy(batch, k)) for k in syms], axis=0)
+
+        return predict_graph, "onnxruntime fp32 (CPU, bundle graph)" + tta
+    return _torch_predictor(bundle, meta, backend, cuda, syms, tta)
+
+
+def _torch_predictor(bundle: Path, meta: dict[str, Any], backend: str, cuda: bool, syms: range,
+                     tta: str) -> tuple[Predictor, str]:
+    import torch
+
+    from spurgemap.train.bundle import model_from_bundle
+    from spurgemap.train.engine import Prep, d4
+
+    model, _ = model_from_bundle(bundle)
+    device = torch.device("cuda" if cuda else "cpu")
     prep = Prep(int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"]), torch.device("cpu"),
                 channels_last=False)
-    syms = range(8) if cfg.tta else range(1)
     if backend == "onnx":
-        if device.type == "cuda":
-            raise InputError("--backend onnx runs on the CPU here; use --backend torch with --device cuda")
-        run = _onnx_runner(model, int(meta["input_size"]))
-        label = "onnxruntime fp32 (CPU)"
+        from spurgemap.export import classifier_onnx
+
+        session = _session(classifier_onnx(model.eval(), int(meta["input_size"])))
+        del model
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            return _chunked(session, "input", x.numpy().astype(np.float32, copy=False))
+
+        label = "onnxruntime fp32 (CPU, exported at start-up)"
     else:
-        model = model.to(device).eval()
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        run = _torch_runner(model, device)
-        label = f"torch {'bf16 ' if device.type == 'cuda' else 'fp32 '}({device.type})"
+        net = model.to(device).eval().to(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def run(x: torch.Tensor) -> np.ndarray:
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return torch.sigmoid(net(x).float()).cpu().numpy()
+            return torch.sigmoid(net(x)).numpy()
+
+        label = f"torch {'bf16 (cuda)' if cuda else 'fp32 (cpu)'}"
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
-        probs = [run(prep(d4(x, k))) for k in syms]
-        return np.mean(probs, axis=0)
+        return np.mean([run(prep(d4(x, k))) for k in syms], axis=0)
 
-    return predict, label + (" with D4 TTA" if cfg.tta else "")
-
-
-def _torch_runner(model: SpurgeClassifier, device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
-    @torch.inference_mode()
-    def run(x: torch.Tensor) -> np.ndarray:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return torch.sigmoid(model(x).float()).cpu().numpy()
-        return torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last))).numpy()
-
-    return run
-
-
-def _onnx_runner(model: SpurgeClassifier, input_size: int) -> Callable[[torch.Tensor], np.ndarray]:
-    import onnxruntime as ort
-
-    from spurgemap.export import classifier_onnx
-
-    onnx_bytes = classifier_onnx(model.cpu().eval(), input_size)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> np.ndarray:
-        return session.run(["prob"], {"input": x.numpy().astype(np.float32, copy=False)})[0]
-
-    return run
+    return predict, label + tta

@@ -249,7 +249,10 @@ def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet,
         "metrics": {k: metrics[k] for k in ("balanced_accuracy", "threshold", "best_epoch", "selection")},
     }
     bundle = out / "model.spurge"
-    meta_hash = save_bundle(bundle, model, meta)
+    from spurgemap.export import tile_onnx
+
+    graph = tile_onnx(model.cpu().eval(), tiles.tile_px, input_size, list(spec.mean), list(spec.std))
+    meta_hash = save_bundle(bundle, model, meta, onnx=graph)
     metrics["bundle_sha256"] = meta_hash
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     write_pictures(out, tiles, metrics)
