@@ -34,10 +34,9 @@ def _peak_rss_mb() -> float:
 def _bundle(path: Path) -> Path:
     if path.exists():
         return path
+    from spurgemap.export import tile_onnx
     from spurgemap.train.backbones import create_backbone
     from spurgemap.train.bundle import SpurgeClassifier, save_bundle
-
-    from spurgemap.export import tile_onnx
 
     backbone, spec = create_backbone()
     model = SpurgeClassifier(backbone, spec.num_features).eval()
@@ -136,7 +135,8 @@ def main() -> None:
               f"tiles/s, peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
     rate = {k: v["tiles"] / v["seconds"] for k, v in results.items()}
     bound = min(rate["read-only"], rate["model-only"])
-    print(f"\nlarge: {args.large}^2 = {args.large**2 / 1e9:.2f} Gpx; small: {args.small}^2 = {args.small**2 / 1e9:.2f} Gpx")
+    print(f"\nlarge: {args.large}^2 = {args.large**2 / 1e9:.2f} Gpx; "
+          f"small: {args.small}^2 = {args.small**2 / 1e9:.2f} Gpx")
     print(f"end to end / min(model-only, read-only) = {rate['end to end'] / bound:.2f} (target >= 0.9)")
     print(f"end to end {rate['end to end']:.1f} tiles/s (target >= 55 on 2 CPU cores); "
           f"peak RSS {results['end to end (small)']['peak_rss_mb']:.0f} MB at {args.small**2 / 1e9:.2f} Gpx, "
