@@ -284,3 +284,16 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_other_resolution_is_resampled_to_the_training_ground_size(trained, tiny_bundle, tmp_path):
+    coarser = tmp_path / "coarser.tif"
+    with rasterio.open(trained["ortho"]) as src:
+        prof = src.profile | {"transform": src.transform * Affine.scale(1.4)}  # 1.96 cm/px
+        with rasterio.open(coarser, "w", **prof) as dst:
+            dst.write(src.read())
+    res = run_predict(load_config(), PredictInputs(coarser, tiny_bundle, tmp_path / "m"))
+    with rasterio.open(res.files["prob"]) as ds:
+        assert ds.tags()["tile_size_px"] == str(round(250 / 1.4))  # same ground as a training tile
+        assert ds.res[0] == pytest.approx(round(250 / 1.4) * 0.014 * 1.4)
+    assert "exported at start-up" in res.backend
