@@ -17,7 +17,6 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.features import shapes
 from shapely import Polygon, box
 from shapely.geometry import shape
@@ -93,20 +92,6 @@ def polygons_of(mask: np.ndarray, transform: Affine) -> list[BaseGeometry]:
     out = [shape(geom) for geom, value in shapes(mask.astype(np.uint8), mask=mask, transform=transform,
                                                   connectivity=4) if value == 1]
     return out
-
-
-def read_preview(path: Path, max_px: int, bands: tuple[int, int, int],
-                 alpha: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated RGB view and validity (uses overviews when the file has them)."""
-    with rasterio.open(path) as src:
-        scale = max(src.width, src.height) / max_px
-        shape_ = (max(int(src.height / scale), 1), max(int(src.width / scale), 1))
-        rgb = src.read(list(bands), out_shape=(3, *shape_), resampling=Resampling.average)
-        valid = (src.read(alpha, out_shape=shape_) > 0) if alpha else np.ones(shape_, bool)
-    if rgb.dtype != np.uint8:
-        lo, hi = np.percentile(rgb[:, valid], [1, 99]) if valid.any() else (0, 1)
-        rgb = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
-    return rgb.transpose(1, 2, 0), valid
 
 
 def read_aoi(path: Path, crs_wkt: str) -> BaseGeometry:

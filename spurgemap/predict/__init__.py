@@ -166,6 +166,8 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
             cfg.queue_batches * cfg.batch_size, config.tile.gdal_cache_mb, advance) as stream:
         if state:
             stream.cell_valid[:] = state["cell_valid"]
+            stream.preview[:] = state["preview"]
+            stream.preview_valid[:] = state["preview_valid"]
             advance(int(state["positions"]))
         for batch in stream.batches(cfg.batch_size):
             probs = predict(np.stack([b.pixels for b in batch]))
@@ -178,11 +180,11 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
             if batches % cfg.checkpoint_every == 0:
                 last = batch[-1]
                 nxt = (last.row, last.col + 1) if last.col + 1 < grid.tile_cols else (last.row + 1, 0)
-                _save_state(work, sums, counts, stream.cell_valid, done, nxt, stamp,
-                            positions=_positions_before(grid, nxt))
+                _save_state(work, sums, counts, stream, done, nxt, stamp, positions=_positions_before(grid, nxt))
         cell_valid = stream.cell_valid.copy()
+        preview = (stream.preview.copy(), stream.preview_valid.copy())
     seconds = time.perf_counter() - start
-    files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi,
+    files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
                                 {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
                                  "backend": backend, "seconds": seconds, "tiles_predicted": done})
     (inputs.out / "config.yaml").write_text(dump_config(config))
@@ -194,10 +196,11 @@ def _positions_before(grid: Grid, nxt: tuple[int, int]) -> int:
     return nxt[0] * grid.tile_cols + nxt[1]
 
 
-def _save_state(work: Path, sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, done: int,
+def _save_state(work: Path, sums: np.ndarray, counts: np.ndarray, stream: TileStream, done: int,
                 nxt: tuple[int, int], stamp: str, positions: int) -> None:
     tmp = work / "state.tmp.npz"
-    np.savez(tmp, sums=sums, counts=counts, cell_valid=cell_valid, done=done, next=np.array(nxt),
+    np.savez(tmp, sums=sums, counts=counts, cell_valid=stream.cell_valid, preview=stream.preview,
+             preview_valid=stream.preview_valid, done=done, next=np.array(nxt),
              stamp=np.array(stamp), positions=positions, version=np.array(__version__))
     os.replace(tmp, work / "state.npz")
 

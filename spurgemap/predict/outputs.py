@@ -15,7 +15,7 @@ from affine import Affine
 
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig
-from spurgemap.geo.maps import cell_boxes, polygons_of, read_preview, write_cog, write_geojson_4326, write_gpkg
+from spurgemap.geo.maps import cell_boxes, polygons_of, write_cog, write_geojson_4326, write_gpkg
 from spurgemap.geo.raster import OrthoInfo
 from spurgemap.predict.stream import Grid
 
@@ -26,7 +26,7 @@ PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
 
 def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: dict[str, Any],
                sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
-               prov: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
+               preview: tuple[np.ndarray, np.ndarray], prov: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     out: Path = inputs.out
     out.mkdir(parents=True, exist_ok=True)
     name = Path(info.path).stem
@@ -85,7 +85,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
 
     for path in write_styles(out, name, threshold):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
-    _preview(files["preview"], info, pct, has, grid.stride, threshold)
+    _preview(files["preview"], info, preview, pct, has, grid.stride, threshold)
     return files, summary
 
 
@@ -129,12 +129,12 @@ def _write_csv(path: Path, summary: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _preview(path: Path, info: OrthoInfo, pct: np.ndarray, has: np.ndarray, stride: int,
-             threshold: float) -> None:
+def _preview(path: Path, info: OrthoInfo, preview: tuple[np.ndarray, np.ndarray], pct: np.ndarray,
+             has: np.ndarray, stride: int, threshold: float) -> None:
     """The orthomosaic with presence cells tinted magenta (stronger with probability)."""
     from PIL import Image
 
-    rgb, valid = read_preview(info.path, 1200, info.rgb_bands, info.alpha_band)
+    rgb, valid = preview
     h, w = rgb.shape[:2]
     # each preview pixel shows the map cell under its centre
     rows = np.minimum(((np.arange(h) + 0.5) * info.height / h) // stride, pct.shape[0] - 1).astype(int)

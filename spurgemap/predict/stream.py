@@ -68,10 +68,15 @@ class TileStream:
 
     def __init__(self, reader: OrthoReader, grid: Grid, min_valid: float, keep: np.ndarray,
                  start: tuple[int, int], maxsize: int, cache_mb: int,
-                 on_position: Callable[[int], None] | None = None) -> None:
+                 on_position: Callable[[int], None] | None = None, preview_px: int = 1200) -> None:
         self.reader, self.grid, self.min_valid, self.keep = reader, grid, min_valid, keep
         self.start = start
         self.cell_valid = np.zeros((grid.cell_rows, grid.cell_cols), dtype=np.float32)
+        # a nearest-neighbour preview sampled from the strips as they pass: no second read of the raster
+        self.scale = max(grid.width, grid.height) / preview_px
+        shape = (max(int(grid.height / self.scale), 1), max(int(grid.width / self.scale), 1))
+        self.preview = np.full((*shape, 3), 255, dtype=np.uint8)
+        self.preview_valid = np.zeros(shape, dtype=bool)
         self.queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self.error: BaseException | None = None
         self.on_position = on_position
@@ -102,6 +107,7 @@ class TileStream:
             x0 = c_lo * s
             rgb, valid, _ = self.reader.read(x0, r * s, (c_hi - c_lo) * s + t, t)
             self._record_cells(r, c_lo, c_hi, valid)
+            self._sample_preview(rgb, valid, x0, r * s)
             for c in cols:
                 if (r, c) < self.start:
                     continue
@@ -121,6 +127,18 @@ class TileStream:
         share = valid[:n_rows * s, :n_cols * s].reshape(n_rows, s, n_cols, s).mean(axis=(1, 3))
         rows, cols = min(n_rows, g.cell_rows - r), min(n_cols, g.cell_cols - c_lo)
         self.cell_valid[r:r + rows, c_lo:c_lo + cols] = share[:rows, :cols]
+
+    def _sample_preview(self, rgb: np.ndarray, valid: np.ndarray, x0: int, y0: int) -> None:
+        h, w = valid.shape
+        rows = np.arange(self.preview.shape[0])
+        cols = np.arange(self.preview.shape[1])
+        ys = ((rows + 0.5) * self.scale).astype(int) - y0
+        xs = ((cols + 0.5) * self.scale).astype(int) - x0
+        ri, ci = rows[(ys >= 0) & (ys < h)], cols[(xs >= 0) & (xs < w)]
+        if len(ri) and len(ci):
+            yy, xx = ys[ri], xs[ci]
+            self.preview[np.ix_(ri, ci)] = rgb[:, yy][:, :, xx].transpose(1, 2, 0)
+            self.preview_valid[np.ix_(ri, ci)] = valid[np.ix_(yy, xx)]
 
     def __enter__(self) -> TileStream:
         self._thread.start()
