@@ -38,3 +38,22 @@ def staged_dir(out: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
+
+
+def resumable_workdir(out: Path, overwrite: bool, key: str) -> tuple[Path, bool]:
+    """OUT/.work holds a stage's checkpoint, tagged with a key of its inputs and settings.
+
+    Returns (work dir, resumed): a killed run with the same key resumes; anything else in OUT
+    needs --overwrite.
+    """
+    work = out / ".work"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    resumable = (work / "key").exists() and (work / "key").read_text() == key and not overwrite
+    if not resumable:
+        if out.exists() and any(p.name != ".work" for p in out.iterdir()) and not overwrite:
+            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "key").write_text(key)
+    return work, resumable

@@ -84,3 +84,14 @@ def cfg():
     from spurgemap.config import load_config
 
     return load_config()
+
+
+def cli_ok(*args: Any) -> Any:
+    """Run the CLI in-process and insist it succeeded (the output explains a failure)."""
+    from typer.testing import CliRunner
+
+    from spurgemap.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0, res.output + str(res.exception)
+    return res

@@ -9,18 +9,14 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from conftest import cli_ok
 from typer.testing import CliRunner
-
-from spurgemap.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "field_data" / "examples"
 runner = CliRunner()
 
 
-def _ok(*args):
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output + str(res.exception)
-    return res
+_ok = cli_ok
 
 
 @pytest.fixture(scope="module")

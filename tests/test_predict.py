@@ -12,6 +12,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from conftest import cli_ok
 from PIL import Image
 from rio_cogeo.cogeo import cog_validate
 from test_qgis_styles import _run_check, qgis_python  # noqa: F401  (fixture)
@@ -27,10 +28,7 @@ from spurgemap.train.bundle import SpurgeClassifier, save_bundle
 runner = CliRunner()
 
 
-def _ok(*args):
-    res = runner.invoke(app, [str(a) for a in args])
-    assert res.exit_code == 0, res.output + str(res.exception)
-    return res
+_ok = cli_ok
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.errors import InputError
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, file_sha256, gdal_session, open_ortho
+from spurgemap.outputs import resumable_workdir
 from spurgemap.predict.stream import Grid, TileStream
 from spurgemap.progress import progress
 
@@ -83,20 +84,6 @@ def _work_key(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _prepare(out: Path, overwrite: bool, key: str) -> tuple[Path, bool]:
-    work = out / ".work"
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    resumable = (work / "key").exists() and (work / "key").read_text() == key and not overwrite
-    if not resumable:
-        if out.exists() and any(p.name != ".work" for p in out.iterdir()) and not overwrite:
-            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / "key").write_text(key)
-    return work, resumable
-
-
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     with gdal_session(config.tile.gdal_cache_mb):
         return _run(config, inputs)
@@ -149,7 +136,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     bundle_sha = file_sha256(inputs.model)
     source_sha = file_sha256(info.path)
     key = _work_key(bundle_sha, source_sha, dump_config(config), str(inputs.aoi))
-    work, resumed = _prepare(inputs.out, inputs.overwrite, key)
+    work, resumed = resumable_workdir(inputs.out, inputs.overwrite, key)
     state = _load_state(work) if resumed else None
     sums = state["sums"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
     counts = state["counts"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.int32)

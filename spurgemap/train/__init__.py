@@ -23,6 +23,7 @@ import torch
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.errors import InputError
+from spurgemap.outputs import resumable_workdir
 from spurgemap.progress import progress
 from spurgemap.train.bundle import SpurgeClassifier, save_bundle
 from spurgemap.train.data import TileSet, load_synthetic, load_tile_set, restrict_synthetic
@@ -66,20 +67,9 @@ def _run_key(config: SpurgemapConfig, tiles: TileSet, synthetic: list[Path]) -> 
 
 
 def _prepare_out(inputs: TrainInputs, key: str) -> tuple[Path, bool]:
-    """RUN_DIR/.work holds the checkpoint; a finished run needs --overwrite, a killed one resumes."""
-    out, work = inputs.out, inputs.out / ".work"
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if (out / "model.spurge").exists() and not inputs.overwrite:
-        raise InputError(f"{out}: already holds a trained model; pass --overwrite to replace it")
-    resumable = (work / "key").exists() and (work / "key").read_text() == key and not inputs.overwrite
-    if not resumable:
-        if out.exists() and any(p.name != ".work" for p in out.iterdir()) and not inputs.overwrite:
-            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        (work / "key").write_text(key)
-    return work, resumable
+    if (inputs.out / "model.spurge").exists() and not inputs.overwrite:
+        raise InputError(f"{inputs.out}: already holds a trained model; pass --overwrite to replace it")
+    return resumable_workdir(inputs.out, inputs.overwrite, key)
 
 
 def _save_ckpt(work: Path, state: dict[str, Any]) -> None:
