@@ -321,7 +321,8 @@ def gdal_session(cache_mb: int) -> Iterator[None]:
     so the whole run, header probes included, must execute inside this context.
     """
     # rasterio hands an integer straight to GDALSetCacheMax64, i.e. in bytes (256 would be 256 B).
-    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024, GDAL_NUM_THREADS="ALL_CPUS"):
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb * 1024 * 1024, GDAL_NUM_THREADS="ALL_CPUS",
+                      GDAL_TIFF_INTERNAL_MASK=True):
         yield
 
 
