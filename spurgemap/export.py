@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from spurgemap.errors import InputError
-from spurgemap.train.bundle import SpurgeClassifier, file_sha256, model_from_bundle
+from spurgemap.geo.raster import file_sha256
+from spurgemap.train.bundle import SpurgeClassifier, model_from_bundle
 
 DEFAULT_OPSET = 17
 

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from spurgemap.errors import InputError
 from spurgemap.export import DeepnessWrapper, classifier_onnx, export_deepness, resize_matrix
+from spurgemap.geo.raster import file_sha256
 from spurgemap.train.backbones import create_backbone
-from spurgemap.train.bundle import SpurgeClassifier, file_sha256, model_from_bundle, save_bundle
+from spurgemap.train.bundle import SpurgeClassifier, model_from_bundle, save_bundle
 from spurgemap.train.engine import Prep
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

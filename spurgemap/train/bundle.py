@@ -58,7 +58,3 @@ def model_from_bundle(path: Path) -> tuple[SpurgeClassifier, dict[str, Any]]:
         raise InputError(f"{path}: weights do not fit backbone {meta['backbone']} "
                          f"({str(exc).splitlines()[0]})") from None
     return model.eval(), meta
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
