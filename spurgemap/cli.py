@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,19 +13,11 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
-from spurgemap.config import SpurgemapConfig, load_config
-from spurgemap.errors import InputError, SpurgemapError
+from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _numbers, _run, _state, out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map leafy spurge from drone orthomosaics.")
-out = Console()
 log = logging.getLogger("spurgemap")
-T = TypeVar("T")
-_state: dict[str, bool] = {"debug": False}
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 
 
 def _setup_logging(debug: bool, quiet: bool) -> None:
@@ -45,45 +36,6 @@ def main(
 ) -> None:
     _state["debug"] = debug
     _setup_logging(debug, quiet)
-
-
-def _run(fn: Callable[[], T]) -> T:
-    """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
-    try:
-        return fn()
-    except SpurgemapError as exc:
-        if _state["debug"]:
-            raise
-        typer.echo(f"spurgemap: error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("spurgemap: interrupted", err=True)
-        raise typer.Exit(130) from None
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as exc:
-        if _state["debug"]:
-            raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        typer.echo(f"spurgemap: unexpected error: {type(exc).__name__}: {msg} "
-                   "(run with --debug for the traceback)", err=True)
-        raise typer.Exit(1) from None
-
-
-def _numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[Any, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(kind(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers") from None
-    if len(values) != n:
-        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers")
-    return values
-
-
-def _config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
-    return load_config(path, overrides, sets)
 
 
 @app.command("demo-data")
@@ -284,6 +236,11 @@ def info(path: Annotated[Path, typer.Argument(help="An orthomosaic, a tile set f
 def version() -> None:
     """Print the spurgemap version."""
     out.print(__version__)
+
+
+from spurgemap.cli_augment import augment_app  # noqa: E402  (registered after the shared helpers)
+
+app.add_typer(augment_app, name="augment")
 
 
 def run() -> None:  # console-script entry point

@@ -83,6 +83,73 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)
 
 
+class TokenConfig(_Section):
+    """Textual inversion: one learned token (or N vectors) per class, from training tiles only."""
+
+    tokens: list[str] = ["<no_spurge>", "<leafy_spurge>"]  # one per class, in label order
+    num_vectors: int = Field(1, ge=1, le=16)
+    initializer: str = "the"  # the reference's choice; must be a single token of the tokenizer
+    templates: list[str] = [
+        "a drone photo of a {}", "an aerial image of a {}", "a top-down photo of a {}",
+        "a drone image of {} in grassland", "an orthophoto of a {}", "a close-up aerial photo of a {}",
+    ]
+    steps: int = Field(1000, ge=1)  # per class
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    scale_lr: bool = True  # lr x batch size, as the reference did (=> 2e-3)
+    weight_decay: float = Field(1e-2, ge=0)
+    d4: bool = True  # flips and 90-degree turns of the tiles (the reference: horizontal flips)
+
+
+class InpaintConfig(_Section):
+    mask: Literal["vegetation", "layer"] = "vegetation"  # automatic green-vegetation mask or --mask-layer
+    invert: bool = False  # edit the background instead of the masked area
+    exg_threshold: float = Field(0.05, ge=-1.0, le=1.0)  # excess-green index above which a pixel is vegetation
+    grow_px: int = Field(16, ge=0)  # dilation at model resolution (the reference: 16)
+
+
+class ComposeConfig(_Section):
+    mode: Literal["parallel", "sequential"] = "parallel"
+    methods: list[str] = ["dafusion", "real-guidance"]
+    probs: list[float] = []  # parallel: chance of each method (empty: uniform)
+
+
+class AugmentConfig(_Section):
+    method: Literal["dafusion", "real-guidance", "text2img", "boomerang", "latent-perturb", "inpaint",
+                    "compose"] = "dafusion"
+    model: str | None = None  # diffusers folder, .safetensors checkpoint or a hub id in the local cache
+    model_config_dir: str | None = None  # diffusers folder/hub id giving the architecture of a single file
+    allow_download: bool = False
+    num_synthetic: int = Field(10, ge=1)  # M per real tile (the reference used 50 for spurge)
+    strengths: list[float] = [0.25, 0.5, 0.75, 1.0]
+    guidance: float = Field(7.5, ge=0.0)
+    steps: int = Field(50, ge=1)  # scheduler steps for strength 1; SDEdit runs int(steps x strength)
+    scheduler: Literal["model", "ddim", "pndm", "dpm"] = "model"
+    prompt: str = "a drone photo of a {token}"
+    context: str = ""  # words appended to every prompt, e.g. "in dry grassland, summer"
+    negative_prompt: str = ""
+    real_guidance_prompt: str = "a drone photo of grassland"  # He et al.; the reference: "a woodland seen from a drone"
+    real_guidance_strength: float = Field(0.5, gt=0.0, le=1.0)
+    boomerang_strength: float = Field(0.2, gt=0.0, le=1.0)
+    perturb_delta: float = Field(0.1, ge=0.0)  # latent-perturb: noise scale added to the inverted latent
+    perturb_guidance: float = Field(1.0, ge=0.0)  # guidance for inversion and regeneration (1: none)
+    sites: list[str] = []  # training sites whose tiles are used (empty: all)
+    shots: int | None = Field(None, ge=1)  # K tiles per class from those sites
+    batch_size: int = Field(8, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    tokens: TokenConfig = TokenConfig()
+    inpaint: InpaintConfig = InpaintConfig()
+    compose: ComposeConfig = ComposeConfig()
+
+    @field_validator("strengths")
+    @classmethod
+    def _strengths(cls, values: list[float]) -> list[float]:
+        if not values or any(not 0.0 < v <= 1.0 for v in values):
+            raise ValueError("strengths must be a non-empty list of numbers in (0, 1]")
+        return values
+
+
 class PredictConfig(_Section):
     stride_px: int | None = Field(None, ge=8)  # None: the tile size (one cell per tile)
     tta: bool = False  # average the 8 D4 symmetries
@@ -110,6 +177,7 @@ class SpurgemapConfig(_Section):
     seed: int = 0
     labels: LabelRules = LabelRules()
     tile: TileConfig = TileConfig()
+    augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
     demo: DemoConfig = DemoConfig()

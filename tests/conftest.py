@@ -12,8 +12,11 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp
-from shapely import Polygon
+from shapely import Polygon, box
 from shapely.affinity import rotate
+
+from spurgemap.geo.tiles import write_tile
+from spurgemap.geo.vector import write_tile_index
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -95,3 +98,41 @@ def cli_ok(*args: Any) -> Any:
     res = CliRunner().invoke(app, [str(a) for a in args])
     assert res.exit_code == 0, res.output + str(res.exception)
     return res
+
+
+# A tiny tile set as `spurgemap tile` writes it: separable classes, several sites.
+PX = 64
+TILE_CRS = __import__("pyproj").CRS.from_epsg(32612).to_wkt()
+
+
+def _tile_image(rng: np.random.Generator, present: bool) -> np.ndarray:
+    img = np.empty((PX, PX, 3), np.uint8)
+    img[...] = (70, 110, 50)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    if present:  # yellow-green bracts
+        for _ in range(25):
+            y, x = rng.integers(2, PX - 3, 2)
+            img[y - 2:y + 2, x - 2:x + 2] = (205, 215, 80)
+    return img
+
+
+def make_tile_set(root: Path, sites: int = 3, per_class: int = 5, seed: int = 0,
+                  labels_for: dict[str, list[int]] | None = None) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "tiles").mkdir(parents=True)
+    records, geoms = [], []
+    for s in range(sites):
+        site = f"s{s}"
+        for i, lab in enumerate((labels_for or {}).get(site, [0] * per_class + [1] * per_class)):
+            tid = f"{site}_p{i}_r0c0"
+            x0, y0 = 500_000 + s * 1000 + i * 2, 5_200_000.0
+            t = Affine(0.014, 0, x0, 0, -0.014, y0)
+            (root / "tiles" / site).mkdir(exist_ok=True)
+            write_tile(root / "tiles" / site / f"{tid}.tif", _tile_image(rng, bool(lab)).transpose(2, 0, 1),
+                       np.ones((PX, PX), bool), t, TILE_CRS, "deflate")
+            records.append({"tile_id": tid, "site_id": site, "plot_id": f"p{i}",
+                            "label": "present" if lab else "absent", "class_id": lab,
+                            "path": f"tiles/{site}/{tid}.tif", "gsd_m": 0.014, "cluster": f"c{s % 2}"})
+            geoms.append(box(x0, y0 - PX * 0.014, x0 + PX * 0.014, y0))
+    write_tile_index(root / "tiles.gpkg", records, geoms, TILE_CRS)
+    return root

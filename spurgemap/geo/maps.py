@@ -106,3 +106,24 @@ def read_aoi(path: Path, crs_wkt: str) -> BaseGeometry:
         raise InputError(f"{path}: the AOI layer is empty or has no CRS")
     geom = gdf.to_crs(crs_wkt).geometry.make_valid().union_all()
     return geom
+
+
+def rasterize_on_tiles(tile_paths: list[Path], layer: Path) -> np.ndarray:
+    """A polygon layer (any CRS) burnt into each tile's own grid: (N, H, W) bool, True inside."""
+    from rasterio.features import rasterize
+
+    masks = []
+    geom_by_crs: dict[str, object] = {}
+    for path in tile_paths:
+        with rasterio.open(path) as src:
+            wkt = src.crs.to_wkt()
+            if wkt not in geom_by_crs:
+                geom_by_crs[wkt] = read_aoi(layer, wkt)
+            geom = geom_by_crs[wkt]
+            shape = (src.height, src.width)
+            if getattr(geom, "is_empty", True):
+                masks.append(np.zeros(shape, bool))
+                continue
+            masks.append(rasterize([(geom, 1)], out_shape=shape, transform=src.transform, fill=0,
+                                   dtype="uint8").astype(bool))
+    return np.stack(masks)

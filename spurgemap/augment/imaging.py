@@ -1,0 +1,54 @@
+"""Pixel plumbing between 250-px uint8 tiles and the diffusion model's tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def d4_variants(images: np.ndarray) -> np.ndarray:
+    """The 8 flips/quarter turns of each (N, H, W, 3) tile: aerial tiles have no "up"."""
+    out = []
+    for k in range(4):
+        rot = np.rot90(images, k, axes=(1, 2))
+        out += [rot, rot[:, :, ::-1]]
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def to_model_tensor(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, size, size) in [-1, 1], bicubic (antialiased) resize."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return x.clamp(-1.0, 1.0)
+
+
+def to_tiles(images: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
+    """Pipeline output, float (N, h, w, 3) in [0, 1] -> uint8 (N, size, size, 3)."""
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return (x.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def vegetation_mask(images: np.ndarray, threshold: float) -> np.ndarray:
+    """Excess-green index (2g - r - b on chromatic coordinates) above a threshold: green plants."""
+    rgb = images.astype(np.float32)
+    total = rgb.sum(axis=-1) + 1e-6
+    r, g, b = (rgb[..., i] / total for i in range(3))
+    return (2 * g - r - b) > threshold
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Dilate (N, H, W) boolean masks by a square of `radius` pixels (the reference's max filter)."""
+    if radius <= 0:
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[:, None]
+    t = F.max_pool2d(t, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return t[:, 0].numpy() > 0.5
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    t = torch.from_numpy(masks.astype(np.float32))[:, None]
+    return F.interpolate(t, size=(size, size), mode="nearest")[:, 0].numpy() > 0.5

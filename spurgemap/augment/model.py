@@ -1,0 +1,163 @@
+"""Find and load a Stable Diffusion model from local files only, unless a download is allowed.
+
+Accepted: a diffusers folder (model_index.json), a single-file .safetensors checkpoint (with a
+diffusers folder or cached hub id for its architecture), or a hub id already in the local Hugging
+Face cache. Pickled weights are never loaded and remote code never runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spurgemap.augment.tiny import TINY_MARKER
+from spurgemap.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_HELP = ("put a diffusers Stable Diffusion 1.x/2.x folder there (model_index.json, unet/, vae/, "
+              "text_encoder/, tokenizer/, scheduler/ with .safetensors weights), or pass a .safetensors "
+              "checkpoint, or a hub id already in the Hugging Face cache")
+
+
+@dataclass
+class DiffusionModel:
+    """A loaded model: one set of components shared by every pipeline built from it."""
+
+    pipe: Any  # StableDiffusionPipeline (or the inpainting variant for 9-channel UNets)
+    model_id: str
+    model_hash: str
+    resolution: int  # native image edge in pixels
+    tiny: bool  # a random test model: outputs measure mechanics only
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def inpainting_unet(self) -> bool:
+        return int(self.pipe.unet.config.in_channels) == 9
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise InputError("--dtype float16 is not supported on CPU; use float32 or bfloat16")
+    return dtype
+
+
+def _weights_hash(folder: Path) -> str:
+    """Content hash of the weight files: the same name can hold different weights."""
+    digest = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.suffix in (".safetensors", ".json", ".txt"):
+            digest.update(str(f.relative_to(folder)).encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _is_hub_id(spec: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec)) and not spec.startswith(".") and \
+        not spec.endswith((".safetensors", ".ckpt", ".bin", ".pt"))
+
+
+def _quiet() -> None:
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+
+
+def load_model(spec: str | None, *, allow_download: bool = False, config_source: str | None = None,
+               device: str = "auto", dtype: str = "auto") -> DiffusionModel:
+    """Resolve `spec` to a pipeline; every failure is one line saying what to put where."""
+    from diffusers import StableDiffusionPipeline
+
+    if not spec:
+        raise InputError(f"no diffusion model given: pass --model PATH ({MODEL_HELP}); "
+                         "`spurgemap augment tiny-model DIR` writes a tiny random one for trying the mechanics")
+    _quiet()
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    common: dict[str, Any] = {"dtype": dt, "safety_checker": None, "requires_safety_checker": False,
+                              "use_safetensors": True}
+    path = Path(spec).expanduser()
+    tiny = False
+    try:
+        if path.is_dir():
+            if not (path / "model_index.json").exists():
+                raise InputError(f"{path}: not a diffusers model folder (no model_index.json); {MODEL_HELP}")
+            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **common)
+            model_id, model_hash, tiny = path.name, _weights_hash(path), (path / TINY_MARKER).exists()
+        elif path.is_file():
+            if path.suffix != ".safetensors":
+                raise InputError(f"{path}: only .safetensors checkpoints are loaded (pickled .ckpt/.bin files "
+                                 "can run code); convert it to .safetensors first")
+            extra = {"config": config_source} if config_source else {}
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), local_files_only=not allow_download, dtype=dt, safety_checker=None,
+                requires_safety_checker=False, **extra)
+            model_id, model_hash = path.name, _file_hash(path)
+        elif not _is_hub_id(spec):
+            raise InputError(f"{spec}: model not found; {MODEL_HELP}")
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(spec, local_files_only=not allow_download, **common)
+            from huggingface_hub import snapshot_download
+
+            snapshot = Path(snapshot_download(spec, local_files_only=True))
+            model_id = spec
+            model_hash = _weights_hash(snapshot) if snapshot else "unknown"
+            tiny = bool(snapshot and (snapshot / TINY_MARKER).exists())
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if path.exists():
+            raise InputError(f"{spec}: could not load the model ({first[:200]}); {MODEL_HELP}") from None
+        where = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface/hub"
+        hint = "" if allow_download else "; or pass --allow-download on a machine with internet"
+        raise InputError(f"{spec}: not in the local Hugging Face cache ({where}); copy the model's snapshot "
+                         f"there (e.g. `hf download {spec}` elsewhere) or pass a local folder{hint}") from None
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(dev)
+    if dev.type == "cuda":
+        pipe.unet.to(memory_format=torch.channels_last)
+    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    resolution = int(pipe.unet.config.sample_size) * vae_scale
+    log.info("diffusion model %s (%s, %d px, %s on %s)%s", model_id, model_hash, resolution,
+             str(dt).removeprefix("torch."), dev.type, " - TINY RANDOM MODEL" if tiny else "")
+    return DiffusionModel(pipe, model_id, model_hash, resolution, tiny, dev, dt)
+
+
+def describe(model: DiffusionModel) -> dict[str, Any]:
+    cfg = model.pipe.unet.config
+    return {"model_id": model.model_id, "model_hash": model.model_hash, "resolution": model.resolution,
+            "tiny_random": model.tiny, "prediction_type": model.pipe.scheduler.config.prediction_type,
+            "cross_attention_dim": int(cfg.cross_attention_dim), "unet_in_channels": int(cfg.in_channels),
+            "device": model.device.type, "dtype": str(model.dtype).removeprefix("torch.")}

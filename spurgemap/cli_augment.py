@@ -1,0 +1,155 @@
+"""`spurgemap augment ...`: generation (the default subcommand), learn-tokens and tiny-model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out
+
+
+class _DefaultRun(TyperGroup):
+    """`spurgemap augment TILES ...` means `spurgemap augment run TILES ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+augment_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True, add_completion=False,
+                          help="Make synthetic training tiles with a diffusion model (DA-Fusion and others).")
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Diffusers folder, .safetensors checkpoint or a hub id in the local HF cache.")]
+SitesOpt = Annotated[str | None, typer.Option(help="Only tiles of these training sites, comma-separated.")]
+ShotsOpt = Annotated[int | None, typer.Option(help="K tiles per class from those sites.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed: same seed, same tiles, tokens and images.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+
+
+def _sites(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        from spurgemap.errors import InputError
+
+        raise InputError(f"--strengths {text!r}: expected comma-separated numbers, e.g. 0.25,0.5,0.75,1.0") from None
+
+
+def _common(model: str | None, sites: str | None, shots: int | None, seed: int | None,
+            device: str | None, token_steps: int | None, allow_download: bool | None) -> dict[str, Any]:
+    return {"augment.model": model, "augment.sites": _sites(sites), "augment.shots": shots, "seed": seed,
+            "augment.device": device, "augment.tokens.steps": token_steps,
+            "augment.allow_download": allow_download or None}
+
+
+@augment_app.command("run")
+def run(
+    tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Synthetic set folder (images, manifest.csv).")],
+    method: Annotated[str | None, typer.Option(
+        help="dafusion, real-guidance, text2img, boomerang, latent-perturb, inpaint or compose.")] = None,
+    model: ModelOpt = None,
+    tokens: Annotated[Path | None, typer.Option(help="Class tokens from `augment learn-tokens`.")] = None,
+    num_synthetic: Annotated[int | None, typer.Option(help="Synthetic tiles per real tile (M).")] = None,
+    token_steps: Annotated[int | None, typer.Option(help="Textual-inversion steps per class.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps at strength 1.")] = None,
+    strengths: Annotated[str | None, typer.Option(help="SDEdit strengths to draw from, e.g. 0.25,0.5,0.75,1.0.")]
+    = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template with {token}.")] = None,
+    mask_layer: Annotated[Path | None, typer.Option(help="Polygons to edit (inpaint with mask=layer).")] = None,
+    sites: SitesOpt = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per diffusion call.")] = None,
+    device: DeviceOpt = None,
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
+    = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate synthetic tiles from the real ones (learning class tokens first when needed)."""
+    from spurgemap.augment import AugmentInputs, run_augment
+
+    def go() -> None:
+        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download), **{
+            "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
+            "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
+            "augment.batch_size": batch_size})
+        if cfg.augment.inpaint.mask == "layer" or mask_layer is not None:
+            cfg.augment.inpaint.mask = "layer" if mask_layer is not None else cfg.augment.inpaint.mask
+        res = run_augment(cfg, AugmentInputs(tiles_dir, out_dir, tokens, mask_layer, None, overwrite))
+        if res.token_result:
+            t = res.token_result
+            out.print(f"class tokens learned from {t.tiles_used} tiles ({t.steps} steps per class, {t.seconds:.1f} s)"
+                      f" -> {t.out}")
+        per = ", ".join(f"{k}: {v}" for k, v in sorted(res.per_method.items()))
+        out.print(f"{res.images} synthetic tiles ({per}); {res.generated} made this run"
+                  f"{' (resumed)' if res.resumed else ''} in {res.seconds:.1f} s, {res.images_per_second:.2f} img/s"
+                  f" -> {res.out}")
+        if res.tiny_model:
+            out.print("[bold yellow]warning:[/] the diffusion model is a TINY RANDOM one: the images test the "
+                      "mechanics only and carry no information about spurge")
+
+    _run(go)
+
+
+@augment_app.command("learn-tokens")
+def learn_tokens(
+    tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Token folder to write (safetensors per class).")],
+    model: ModelOpt = None,
+    token_steps: Annotated[int | None, typer.Option("--steps", help="Steps per class (reference: 1000).")] = None,
+    sites: SitesOpt = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
+    = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Learn one token per class (textual inversion) from training tiles only."""
+    from spurgemap.augment import TokenInputs, run_learn_tokens
+
+    def go() -> None:
+        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download))
+        res = run_learn_tokens(cfg, TokenInputs(tiles_dir, out_dir, None, overwrite))
+        for label, token in res.tokens.items():
+            out.print(f"{token} ({label}): loss {res.loss_before[token]:.4f} -> {res.loss_after[token]:.4f}")
+        out.print(f"{res.steps} steps per class from {res.tiles_used} tiles in {res.seconds:.1f} s "
+                  f"({2 * res.steps / max(res.seconds, 1e-9):.2f} steps/s) -> {res.out}")
+        if res.tiny_model:
+            out.print("[bold yellow]warning:[/] TINY RANDOM diffusion model: mechanics only")
+
+    _run(go)
+
+
+@augment_app.command("tiny-model")
+def tiny_model(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for a tiny random diffusers model.")],
+    seed: SeedOpt = None,
+) -> None:
+    """Write a tiny randomly initialised Stable Diffusion (for trying the mechanics without weights)."""
+    from spurgemap.augment.tiny import write_tiny_model
+    from spurgemap.outputs import staged_dir
+
+    def go() -> None:
+        with staged_dir(out_dir, overwrite=False) as tmp:
+            write_tiny_model(tmp, seed=seed or 0)
+        out.print(f"tiny random diffusion model (64 px, random weights: mechanics only) -> {out_dir}")
+
+    _run(go)

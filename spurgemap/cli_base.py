@@ -1,0 +1,60 @@
+"""What every command shares: one-line errors, config loading with CLI overrides, the console."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from spurgemap.config import SpurgemapConfig, load_config
+from spurgemap.errors import InputError, SpurgemapError
+
+out = Console()
+T = TypeVar("T")
+_state: dict[str, bool] = {"debug": False}
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
+    try:
+        return fn()
+    except SpurgemapError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"spurgemap: error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("spurgemap: interrupted", err=True)
+        raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        typer.echo(f"spurgemap: unexpected error: {type(exc).__name__}: {msg} "
+                   "(run with --debug for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+def _numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[Any, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers") from None
+    if len(values) != n:
+        raise InputError(f"{name} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def _config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
+    return load_config(path, overrides, sets)
