@@ -150,6 +150,24 @@ class AugmentConfig(_Section):
         return values
 
 
+class EvaluateConfig(_Section):
+    """The few-shot experiment grid: every (method, k, seed) is one cached run."""
+
+    methods: list[str] = ["baseline", "randaugment", "real-guidance", "dafusion"]
+    shots: list[int] = [1, 2, 4, 8, 16]
+    seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]
+    diffusion_model: str | None = None  # for generative methods; overrides augment.model
+    val_sites: list[str] = []  # empty (with test_sites empty): the last site tests, the one before validates
+    test_sites: list[str] = []
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, values: list[int]) -> list[int]:
+        if not values or any(v < 1 for v in values):
+            raise ValueError("shots must be a non-empty list of positive integers")
+        return sorted(set(values))
+
+
 class PredictConfig(_Section):
     stride_px: int | None = Field(None, ge=8)  # None: the tile size (one cell per tile)
     tta: bool = False  # average the 8 D4 symmetries
@@ -180,6 +198,7 @@ class SpurgemapConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     demo: DemoConfig = DemoConfig()
 
 

@@ -40,6 +40,7 @@ class TrainInputs:
     out: Path
     synthetic: list[Path] = field(default_factory=list)
     overwrite: bool = False
+    feature_cache: Path | None = None  # folder sharing frozen-backbone features of real tiles across runs
 
 
 @dataclass
@@ -129,7 +130,10 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
         if use_cache:
             model0 = new_model(0)
-            features = extract_features(model0, tiles.images, prep, syms, cfg.batch_size, advance)
+            features = _cached_features(inputs.feature_cache, f"{spec.name}|{spec.weights}|{input_size}|{syms}|"
+                                        f"{tiles.digest}|{cfg.channels_last}|{device.type}",
+                                        lambda: extract_features(model0, tiles.images, prep, syms, cfg.batch_size,
+                                                                 advance), lambda: advance(len(tiles)))
             syn_features = extract_features(model0, syn.images, prep, syms, cfg.batch_size, advance)
         ckpt = _load_ckpt(work) if resumed else None
         history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
@@ -175,6 +179,25 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val)
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics,
                           start, resumed, work, write_pictures)
+
+
+def _cached_features(folder: Path | None, key: str, compute: Any, on_hit: Any) -> torch.Tensor:
+    """Frozen-backbone features of the real tiles depend only on backbone, tiles and size: many
+    runs over one tile set (evaluate's grid) compute them once."""
+    if folder is None:
+        return compute()
+    from safetensors.torch import load_file, save_file
+
+    path = folder / f"features-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    if path.exists():
+        on_hit()
+        return load_file(str(path))["features"]
+    feats = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
+    return feats
 
 
 def _syn_map(syn: Any, allowed: np.ndarray) -> dict[int, np.ndarray]:
