@@ -52,9 +52,10 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
         overwrite=True))
     run.stages["tile"] = (f"{tiles.n_tiles} tiles in {tiles.seconds:.1f} s "
                           f"({tiles.tiles_per_second:.1f} tiles/s) -> {tiles.out}")
+    synthetic = _demo_augment(config, out, run)
     from spurgemap.train import TrainInputs, run_train
 
-    trained = run_train(config, TrainInputs(out / "tiles", out / "train", overwrite=True))
+    trained = run_train(config, TrainInputs(out / "tiles", out / "train", synthetic, overwrite=True))
     m = trained.metrics
     run.stages["train"] = (f"balanced accuracy {m['balanced_accuracy']:.3f} ({m['selection']}) "
                            f"in {trained.seconds:.0f} s -> {trained.bundle}")
@@ -68,3 +69,25 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
     run.stages["predict"] = "; ".join(maps) + f" -> {out / 'maps'}"
     (out / "config.yaml").write_text(dump_config(config))
     return run
+
+
+def _demo_augment(config: SpurgemapConfig, out: Path, run: DemoRun) -> list[Path]:
+    """DA-Fusion only with a real diffusion model and fixed validation sites (tokens must not see them)."""
+    if not config.augment.model:
+        run.stages["augment"] = ("skipped: no diffusion model configured (--set augment.model=DIR with a "
+                                 "Stable Diffusion folder, and train.val_sites)")
+        return []
+    if not config.train.val_sites:
+        run.stages["augment"] = ("skipped: needs train.val_sites, so class tokens are learned from training "
+                                 "sites only (cross-validation folds would share them)")
+        return []
+    from spurgemap.augment import AugmentInputs, run_augment
+    from spurgemap.train.data import load_tile_set
+
+    held_out = set(config.train.val_sites) | set(config.train.test_sites)
+    sites = sorted(set(load_tile_set(out / "tiles").sites.tolist()) - held_out)
+    cfg = config.model_copy(update={"augment": config.augment.model_copy(update={"sites": sites})})
+    res = run_augment(cfg, AugmentInputs(out / "tiles", out / "synthetic", overwrite=True))
+    run.stages["augment"] = (f"{res.images} synthetic tiles ({res.images_per_second:.2f} img/s) from sites "
+                             f"{', '.join(sites)}{' - TINY RANDOM MODEL' if res.tiny_model else ''} -> {res.out}")
+    return [res.out]

@@ -79,6 +79,7 @@ def test_info_on_ortho_and_tiles(demo, tmp_path):
 def test_demo_command_runs_the_built_stages(tmp_path):
     res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 2600)
     assert "tiles in" in res.stdout and "balanced accuracy" in res.stdout and "ha spurge" in res.stdout
+    assert "skipped: no diffusion model configured" in " ".join(res.stdout.split())
     assert (tmp_path / "run" / "train" / "model.spurge").exists()
     assert len(list((tmp_path / "run" / "maps").glob("*/ortho_class.tif"))) == 3
     assert (tmp_path / "run" / "tiles" / "tiles.gpkg").exists()
