@@ -29,6 +29,8 @@ SitesOpt = Annotated[str | None, typer.Option(help="Only tiles of these training
 ShotsOpt = Annotated[int | None, typer.Option(help="K tiles per class from those sites.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed: same seed, same tiles, tokens and images.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+EraseOpt = Annotated[list[str] | None, typer.Option(
+    "--erase", help="Concept to erase from the UNet first (ESD), e.g. \"leafy spurge\"; repeatable.")]
 
 
 def _sites(text: str | None) -> list[str] | None:
@@ -47,10 +49,11 @@ def _floats(text: str | None) -> list[float] | None:
 
 
 def _common(model: str | None, sites: str | None, shots: int | None, seed: int | None,
-            device: str | None, token_steps: int | None, allow_download: bool | None) -> dict[str, Any]:
+            device: str | None, token_steps: int | None, allow_download: bool | None,
+            erase: list[str] | None) -> dict[str, Any]:
     return {"augment.model": model, "augment.sites": _sites(sites), "augment.shots": shots, "seed": seed,
             "augment.device": device, "augment.tokens.steps": token_steps,
-            "augment.allow_download": allow_download or None}
+            "augment.allow_download": allow_download or None, "augment.erase.concepts": erase or None}
 
 
 @augment_app.command("run")
@@ -76,6 +79,7 @@ def run(
     device: DeviceOpt = None,
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
     = False,
+    erase: EraseOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -84,7 +88,8 @@ def run(
     from spurgemap.augment import AugmentInputs, run_augment
 
     def go() -> None:
-        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download), **{
+        common = _common(model, sites, shots, seed, device, token_steps, allow_download, erase)
+        cfg = _config(config, set_, **common, **{
             "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
             "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
             "augment.batch_size": batch_size})
@@ -118,6 +123,7 @@ def learn_tokens(
     device: DeviceOpt = None,
     allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
     = False,
+    erase: EraseOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -126,7 +132,8 @@ def learn_tokens(
     from spurgemap.augment import TokenInputs, run_learn_tokens
 
     def go() -> None:
-        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download))
+        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download,
+                                              erase))
         res = run_learn_tokens(cfg, TokenInputs(tiles_dir, out_dir, None, overwrite))
         for label, token in res.tokens.items():
             out.print(f"{token} ({label}): loss {res.loss_before[token]:.4f} -> {res.loss_after[token]:.4f}")

@@ -108,6 +108,17 @@ class InpaintConfig(_Section):
     grow_px: int = Field(16, ge=0)  # dilation at model resolution (the reference: 16)
 
 
+class EraseConfig(_Section):
+    """Concept erasure (ESD) before tokens are learned; settings of the reference (train-esd.py)."""
+
+    concepts: list[str] = []  # e.g. ["leafy spurge"]; empty: no erasure
+    iterations: int = Field(1000, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    start_guidance: float = Field(3.0, ge=0.0)  # guidance of the sampled trajectory
+    negative_guidance: float = Field(1.0, ge=0.0)  # eta: how far the target is pushed from the concept
+    ddim_steps: int = Field(50, ge=1)
+
+
 class ComposeConfig(_Section):
     mode: Literal["parallel", "sequential"] = "parallel"
     methods: list[str] = ["dafusion", "real-guidance"]
@@ -141,6 +152,7 @@ class AugmentConfig(_Section):
     tokens: TokenConfig = TokenConfig()
     inpaint: InpaintConfig = InpaintConfig()
     compose: ComposeConfig = ComposeConfig()
+    erase: EraseConfig = EraseConfig()
 
     @field_validator("strengths")
     @classmethod

@@ -276,3 +276,29 @@ def test_a_hub_id_loads_offline_from_the_local_cache(tiny, tiles, tmp_path):
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "tok" / "tokens.json").read_text())
     assert meta["model_id"] == "spurge/tiny-sd" and meta["model_hash"] != "unknown" and meta["tiny_model"]
+
+
+def test_concept_erasure_changes_only_the_unet_and_is_reused(tiny, tiles, tmp_path):
+    from spurgemap.augment.erase import erase_concepts
+
+    model = load_model(str(tiny))
+    unet0 = {k: v.clone() for k, v in model.pipe.unet.state_dict().items()}
+    text0 = {k: v.clone() for k, v in model.pipe.text_encoder.state_dict().items()}
+    vae0 = {k: v.clone() for k, v in model.pipe.vae.state_dict().items()}
+    cfg = _cfg(tiny).augment.erase.model_copy(update={"concepts": ["leafy spurge"], "iterations": 30,
+                                                      "lr": 1e-4, "ddim_steps": 4})
+    res = erase_concepts(model.pipe, cfg, model.resolution, seed=0)
+    assert res.loss_after < res.loss_before  # the concept's prediction moved towards the ESD target
+    assert any(not torch.equal(v, unet0[k]) for k, v in model.pipe.unet.state_dict().items())
+    assert all(torch.equal(v, text0[k]) for k, v in model.pipe.text_encoder.state_dict().items())
+    assert all(torch.equal(v, vae0[k]) for k, v in model.pipe.vae.state_dict().items())
+    assert model.pipe.unet.dtype == torch.float32 and not model.pipe.unet.training
+    # through augment: erased before tokens are learned, saved once, recorded in the outputs
+    over = {"augment.erase.concepts": ["leafy spurge"], "augment.erase.iterations": 3, "augment.erase.ddim_steps": 3,
+            "augment.num_synthetic": 1}
+    res = run_augment(_cfg(tiny, **over), AugmentInputs(tiles, tmp_path / "syn"))
+    assert (tmp_path / "syn" / "erased_unet.safetensors").exists()
+    m = pd.read_csv(tmp_path / "syn" / "manifest.csv", dtype=str)
+    assert m.model_id.str.contains("erased: leafy spurge").all() and m.model_hash.str.contains("-erased-").all()
+    assert json.loads((tmp_path / "syn" / "tokens" / "tokens.json").read_text())["model_hash"] == m.model_hash[0]
+    assert res.images == 2

@@ -130,6 +130,45 @@ def _learn(config: SpurgemapConfig, model: DiffusionModel, sel: Selection, folde
                        tc.steps, seconds, model.tiny)
 
 
+ERASED_UNET = "erased_unet.safetensors"
+
+
+def _apply_erasure(config: SpurgemapConfig, model: DiffusionModel, places: list[Path], save_to: Path) -> None:
+    """Erase the configured concepts from the loaded UNet (never from the files on disk), reusing
+    an erased UNet saved earlier with the same model, settings and seed."""
+    ec = config.augment.erase
+    if not ec.concepts:
+        return
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from spurgemap.augment.erase import erase_concepts
+
+    key = hashlib.sha256(f"{model.model_hash}|{ec.model_dump_json()}|{config.seed}".encode()).hexdigest()[:12]
+    for folder in places:
+        path = folder / ERASED_UNET
+        if path.exists():
+            with safe_open(str(path), "pt") as fh:
+                if (fh.metadata() or {}).get("key") == key:
+                    model.pipe.unet.load_state_dict(load_file(str(path), device=str(model.device)))
+                    log.info("erased UNet (%s) reused from %s", ", ".join(ec.concepts), path)
+                    break
+    else:
+        with progress(ec.iterations, f"erasing {', '.join(ec.concepts)}", unit="it") as advance:
+            res = erase_concepts(model.pipe, ec, model.resolution, config.seed, advance)
+        log.info("concept erasure: ESD objective %.4f -> %.4f after %d iterations", res.loss_before,
+                 res.loss_after, res.iterations)
+        save_to.mkdir(parents=True, exist_ok=True)
+        tmp = save_to / (ERASED_UNET + ".tmp")
+        state = {k: v.contiguous() for k, v in model.pipe.unet.state_dict().items()}
+        save_file(state, str(tmp), metadata={"key": key, "concepts": json.dumps(ec.concepts),
+                                             "loss_before": f"{res.loss_before:.6f}",
+                                             "loss_after": f"{res.loss_after:.6f}"})
+        tmp.replace(save_to / ERASED_UNET)
+    model.model_hash = f"{model.model_hash}-erased-{key}"
+    model.model_id = f"{model.model_id} (erased: {', '.join(ec.concepts)})"
+
+
 def _model(config: SpurgemapConfig) -> DiffusionModel:
     a = config.augment
     return load_model(a.model, allow_download=a.allow_download, config_source=a.model_config_dir,
@@ -142,6 +181,7 @@ def run_learn_tokens(config: SpurgemapConfig, inputs: TokenInputs) -> TokenResul
     sel = select_tiles(tiles, a.sites, a.shots, config.seed, inputs.tile_ids)
     model = _model(config)
     with staged_dir(inputs.out, inputs.overwrite) as tmp:
+        _apply_erasure(config, model, [], tmp)
         res = _learn(config, model, sel, tmp)
         (tmp / "config.yaml").write_text(dump_config(config))
     res.out = inputs.out
@@ -210,6 +250,7 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
         paths = [inputs.tiles / p for p in _tile_paths(inputs.tiles, sel.ids)]
         masks = rasterize_on_tiles(paths, inputs.mask_layer)
     work, resumed = resumable_workdir(inputs.out, inputs.overwrite, _key(config, sel, model, inputs))
+    _apply_erasure(config, model, [p for p in (inputs.tokens, inputs.out) if p is not None], inputs.out)
     token_res = None
     labels_to_tokens: dict[str, str] = {}
     if needs_tokens(a):
