@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import PX, make_tile_set
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from shapely import box
 from typer.testing import CliRunner
 
@@ -246,7 +246,7 @@ def test_tokens_learned_outside_the_selection_are_refused(tiny, tiles, tokens, t
         run_augment(cfg, AugmentInputs(tiles, tmp_path / "leak", tokens=tokens))
 
 
-def test_missing_model_gives_one_clear_line(tiles, tmp_path):
+def test_missing_model_gives_one_clear_line(tiny, tiles, tmp_path):
     runner = CliRunner()
     for model, needle in [(str(tmp_path / "nope"), "model not found; put a diffusers"),
                           ("someorg/not-cached", "not in the local Hugging Face cache"),
@@ -260,6 +260,12 @@ def test_missing_model_gives_one_clear_line(tiles, tmp_path):
     pickled.write_bytes(b"not really")
     res = runner.invoke(app, ["augment", str(tiles), "--out", str(tmp_path / "o"), "--model", str(pickled)])
     assert res.exit_code == 2 and "only .safetensors" in res.output
+    bogus = tmp_path / "model.safetensors"
+    save_file({"not_a_unet": torch.zeros(2)}, str(bogus))
+    for extra in ([], ["--set", f"augment.model_config_dir={tiny}"]):
+        res = runner.invoke(app, ["augment", str(tiles), "--out", str(tmp_path / "o"), "--model", str(bogus), *extra])
+        assert res.exit_code == 2 and "could not load this checkpoint" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 

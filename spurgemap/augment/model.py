@@ -120,9 +120,15 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
                 raise InputError(f"{path}: only .safetensors checkpoints are loaded (pickled .ckpt/.bin files "
                                  "can run code); convert it to .safetensors first")
             extra = {"config": config_source} if config_source else {}
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), local_files_only=not allow_download, dtype=dt, safety_checker=None,
-                requires_safety_checker=False, **extra)
+            try:
+                pipe = StableDiffusionPipeline.from_single_file(
+                    str(path), local_files_only=not allow_download, dtype=dt, safety_checker=None,
+                    requires_safety_checker=False, **extra)
+            except Exception as exc:  # diffusers raises several unrelated types for unreadable checkpoints
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+                raise InputError(f"{path}: could not load this checkpoint ({first}); for an SD 1.x/2.x checkpoint "
+                                 "set augment.model_config_dir to a diffusers folder of the same architecture "
+                                 "(offline it cannot be looked up), or convert it to a diffusers folder") from None
             model_id, model_hash = path.name, _file_hash(path)
         elif not _is_hub_id(spec):
             raise InputError(f"{spec}: model not found; {MODEL_HELP}")
