@@ -73,10 +73,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
+def file_sha256(path: Path, chunk: int = 8 << 20, stop: threading.Event | None = None) -> str:
+    """Streaming sha256; `stop` ends a background hash early (its result is then never used)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if stop is not None and stop.is_set():
+                raise RuntimeError(f"{path}: hashing stopped")
             digest.update(block)
     return digest.hexdigest()
 

@@ -14,6 +14,8 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject
 
+from spurgemap.geo.geotiff import write_rgb_geotiff
+
 _RESAMPLING = {
     "nearest": Resampling.nearest,
     "bilinear": Resampling.bilinear,
@@ -57,8 +59,16 @@ def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine
                crs_wkt: str, compress: str, level: int = 1) -> None:
     """An RGB GeoTIFF that opens in QGIS in place; invalid pixels go to an internal mask.
 
-    Runs inside `gdal_session`, which sets GDAL_TIFF_INTERNAL_MASK (no per-tile Env).
+    tifffile writes it when the CRS is an exact EPSG code (~4x faster than GDAL; same tags and
+    read-back), otherwise GDAL does, inside `gdal_session` (which sets GDAL_TIFF_INTERNAL_MASK).
     """
+    if not write_rgb_geotiff(path, rgb, valid, transform, crs_wkt, compress, level):
+        write_tile_gdal(path, rgb, valid, transform, crs_wkt, compress, level)
+
+
+def write_tile_gdal(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine,
+                    crs_wkt: str, compress: str, level: int = 1) -> None:
+    """The GDAL writer: any CRS, any `tile.compress`; the reference the tifffile writer is tested against."""
     profile = {
         "driver": "GTiff", "width": rgb.shape[2], "height": rgb.shape[1], "count": 3,
         "dtype": "uint8", "crs": _crs(crs_wkt), "transform": transform,
@@ -69,7 +79,7 @@ def write_tile(path: Path, rgb: np.ndarray, valid: np.ndarray, transform: Affine
         if compress == "deflate":
             profile["zlevel"] = level  # level 1: ~3x faster than the default 6, files ~10 % larger
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(rgb)
+        dst.write(np.ascontiguousarray(rgb))
         if not valid.all():
             dst.write_mask(np.where(valid, 255, 0).astype(np.uint8))
 

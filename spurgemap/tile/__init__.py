@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,14 +82,23 @@ def _open_all(config: SpurgemapConfig, orthos: list[Path]) -> list[OrthoInfo]:
 
 
 def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
-    with gdal_session(config.tile.gdal_cache_mb):
-        return _run_tile(config, inputs)
+    # The source hash (~1 s per GB) only goes into the records and summary, so it is computed in a
+    # background thread while tiles are cut; a failed run stops it instead of waiting for it.
+    hasher, stop = ThreadPoolExecutor(1, thread_name_prefix="sha256"), threading.Event()
+    try:
+        with gdal_session(config.tile.gdal_cache_mb):
+            return _run_tile(config, inputs, lambda path: hasher.submit(file_sha256, path, stop=stop))
+    finally:
+        stop.set()
+        hasher.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
+def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
+              hash_later: Callable[[Path], Future[str]]) -> TileResult:
     start = time.perf_counter()
     check_target(inputs.out, inputs.overwrite)
     infos = _open_all(config, inputs.orthos)
+    pending = {info.path: hash_later(info.path) for info in infos}
     layer = read_plots(inputs.plots, inputs.plots_crs)
     survey = _load_survey(config, inputs, layer.attributes, layer.source)
     plot_keys = set(zip(layer.site_ids, layer.plot_ids, strict=False))
@@ -100,7 +111,6 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     bad = sorted(set(verify) - all_ids)
     if bad:
         raise InputError(f"{inputs.verify}: tile ids not produced by this tiling: {', '.join(bad[:10])}")
-    hashes = {info.path: file_sha256(info.path) for info in infos}
     total = sum(len(job.frame.tiles) for job in plan.jobs)
     outcomes: list[TileOutcome] = []
     readers = {info.path: OrthoReader(info) for info in infos}
@@ -111,8 +121,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
                     res: list[TileOutcome] = []
                     with gdal_session(config.tile.gdal_cache_mb):
                         for job in group:
-                            done = process_plot(job, readers[job.ortho.path], config, tmp, verify,
-                                                hashes[job.ortho.path])
+                            done = process_plot(job, readers[job.ortho.path], config, tmp, verify)
                             advance(len(done))
                             res.extend(done)
                     return res
@@ -122,6 +131,11 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
         finally:
             for reader in readers.values():
                 reader.close()
+        hashes = {path: future.result() for path, future in pending.items()}
+        by_source = {str(path): digest for path, digest in hashes.items()}
+        for o in outcomes:
+            if o.record is not None:
+                o.record["source_sha256"] = by_source[o.record["source"]]
         kept = [o for o in outcomes if o.record is not None]
         if not kept:
             files = ", ".join(str(i.path) for i in infos)
