@@ -37,16 +37,25 @@ def resample_into_frame(
 
     Validity travels as an alpha band so GDAL never blends invalid (collar) pixels into the tile.
     """
-    src = np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]], axis=0)
-    dst = np.zeros((4, size, size), dtype=np.uint8)
-    crs = CRS.from_wkt(crs_wkt)
+    # Fast path (half the time, identical pixels): every source pixel valid and the whole tile,
+    # plus the kernel's reach, inside the patch; then no alpha band is needed.
+    corners = [~src_transform * (dst_transform * (c, r)) for c, r in ((0, 0), (size, 0), (0, size), (size, size))]
+    margin = 2.0
+    inside = all(margin <= x <= rgb.shape[2] - margin and margin <= y <= rgb.shape[1] - margin for x, y in corners)
+    fast = inside and bool(valid.all())
+    src = rgb if fast else np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]], axis=0)
+    dst = np.zeros((3 if fast else 4, size, size), dtype=np.uint8)
+    alpha = {} if fast else {"src_alpha": 4, "dst_alpha": 4}
+    crs = _crs(crs_wkt)
     with warnings.catch_warnings():  # arrays carry no georeferencing of their own; we pass it
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         reproject(src, dst, src_transform=src_transform, src_crs=crs, dst_transform=dst_transform,
-                  dst_crs=crs, resampling=_RESAMPLING[resampling], src_alpha=4, dst_alpha=4,
+                  dst_crs=crs, resampling=_RESAMPLING[resampling], **alpha,
                   # Same pixel size in and out: without XSCALE/YSCALE GDAL widens the kernel by the
                   # rotation's apparent scale change and blurs the tile.
                   XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
+    if fast:
+        return dst, np.ones((size, size), dtype=bool)
     return dst[:3], dst[3] >= 128
 
 
