@@ -148,7 +148,7 @@ def test_rotated_resampling_fast_path_matches_the_alpha_path():
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 255, (3, 420, 420), dtype=np.uint8)
     src_t = A(0.014, 0, 500_000, 0, -0.014, 5_200_000)
-    dst_t = A.translation(500_000 + 0.014 * 150, 5_200_000 - 0.014 * 40) * A.rotation(-25) * A.scale(0.014, -0.014)
+    dst_t = A.translation(500_000 + 0.014 * 150, 5_200_000 - 0.014 * 40) @ A.rotation(-25) @ A.scale(0.014, -0.014)
     wkt = __import__("pyproj").CRS.from_epsg(32612).to_wkt()
     valid = np.ones((420, 420), bool)
     fast_rgb, fast_valid = resample_into_frame(rgb, valid, src_t, dst_t, wkt, 250, "bilinear")
