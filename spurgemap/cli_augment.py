@@ -29,6 +29,7 @@ SitesOpt = Annotated[str | None, typer.Option(help="Only tiles of these training
 ShotsOpt = Annotated[int | None, typer.Option(help="K tiles per class from those sites.")]
 SeedOpt = Annotated[int | None, typer.Option(help="Seed: same seed, same tiles, tokens and images.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+AllowDownloadOpt = Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
 EraseOpt = Annotated[list[str] | None, typer.Option(
     "--erase", help="Concept to erase from the UNet first (ESD), e.g. \"leafy spurge\"; repeatable.")]
 
@@ -77,8 +78,7 @@ def run(
     seed: SeedOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per diffusion call.")] = None,
     device: DeviceOpt = None,
-    allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
-    = False,
+    allow_download: AllowDownloadOpt = False,
     erase: EraseOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -121,8 +121,7 @@ def learn_tokens(
     shots: ShotsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
-    allow_download: Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
-    = False,
+    allow_download: AllowDownloadOpt = False,
     erase: EraseOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
