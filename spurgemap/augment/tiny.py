@@ -74,8 +74,10 @@ def write_tiny_model(folder: Path, seed: int = 0, prediction_type: str = "epsilo
                      sample_size: int = 32, text_dim: int = 32) -> Path:
     """Save a tiny SD 1.x-shaped diffusers folder (v-prediction makes it SD 2.x-shaped); 64-px images."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import logging as dlog
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    dlog.disable_progress_bar()  # "Writing model shards" bars are noise for a 1-MB model
     folder = Path(folder)
     write_tiny_tokenizer(folder / "_tok")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "_tok")
