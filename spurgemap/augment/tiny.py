@@ -75,9 +75,13 @@ def write_tiny_model(folder: Path, seed: int = 0, prediction_type: str = "epsilo
     """Save a tiny SD 1.x-shaped diffusers folder (v-prediction makes it SD 2.x-shaped); 64-px images."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import logging as dlog
+    from huggingface_hub.utils import disable_progress_bars
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as tlog
 
     dlog.disable_progress_bar()  # "Writing model shards" bars are noise for a 1-MB model
+    tlog.disable_progress_bar()
+    disable_progress_bars()
     folder = Path(folder)
     write_tiny_tokenizer(folder / "_tok")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "_tok")
