@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
-from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _numbers, _run, _state, out
+from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _numbers, _run, _state, out, split_list
 from spurgemap.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -131,14 +131,11 @@ def train(
     """Train a spurge / no-spurge classifier, validated on held-out sites."""
     from spurgemap.train import TrainInputs, run_train
 
-    def sites(text: str | None) -> list[str] | None:
-        return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
-
     def go() -> None:
         cfg = _config(config, set_, **{
             "train.backbone": backbone, "train.weights": str(weights) if weights else None,
-            "train.mode": mode, "train.epochs": epochs, "train.val_sites": sites(val_sites),
-            "train.test_sites": sites(test_sites), "train.shots": shots, "seed": seed,
+            "train.mode": mode, "train.epochs": epochs, "train.val_sites": split_list(val_sites),
+            "train.test_sites": split_list(test_sites), "train.shots": shots, "seed": seed,
             "train.device": device})
         res = run_train(cfg, TrainInputs(tiles_dir, out_dir, list(synthetic or []), overwrite))
         m = res.metrics
@@ -253,9 +250,9 @@ def evaluate(
 
     def go() -> None:
         cfg = _config(config, set_, **{
-            "evaluate.methods": _split(methods), "evaluate.shots": ints(shots, "--shots"),
+            "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
             "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
-            "evaluate.val_sites": _split(val_sites), "evaluate.test_sites": _split(test_sites)})
+            "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites)})
         res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
         out.print(f"{res.runs} runs ({res.trained} trained now, {res.runs - res.trained} cached) in "
                   f"{res.seconds:.1f} s; validation {res.val_sites}, test {res.test_sites} -> {res.out}/summary.md")
@@ -264,10 +261,6 @@ def evaluate(
                       "the numbers measure mechanics, not benefit")
 
     _run(go)
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out
+from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out, split_list
 
 
 class _DefaultRun(TyperGroup):
@@ -34,10 +34,6 @@ EraseOpt = Annotated[list[str] | None, typer.Option(
     "--erase", help="Concept to erase from the UNet first (ESD), e.g. \"leafy spurge\"; repeatable.")]
 
 
-def _sites(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
-
-
 def _floats(text: str | None) -> list[float] | None:
     if text is None:
         return None
@@ -52,7 +48,7 @@ def _floats(text: str | None) -> list[float] | None:
 def _common(model: str | None, sites: str | None, shots: int | None, seed: int | None,
             device: str | None, token_steps: int | None, allow_download: bool | None,
             erase: list[str] | None) -> dict[str, Any]:
-    return {"augment.model": model, "augment.sites": _sites(sites), "augment.shots": shots, "seed": seed,
+    return {"augment.model": model, "augment.sites": split_list(sites), "augment.shots": shots, "seed": seed,
             "augment.device": device, "augment.tokens.steps": token_steps,
             "augment.allow_download": allow_download or None, "augment.erase.concepts": erase or None}
 
@@ -92,9 +88,7 @@ def run(
         cfg = _config(config, set_, **common, **{
             "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
             "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
-            "augment.batch_size": batch_size})
-        if cfg.augment.inpaint.mask == "layer" or mask_layer is not None:
-            cfg.augment.inpaint.mask = "layer" if mask_layer is not None else cfg.augment.inpaint.mask
+            "augment.batch_size": batch_size, "augment.inpaint.mask": "layer" if mask_layer else None})
         res = run_augment(cfg, AugmentInputs(tiles_dir, out_dir, tokens, mask_layer, None, overwrite))
         if res.token_result:
             t = res.token_result

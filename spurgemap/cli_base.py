@@ -21,6 +21,11 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a conf
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 
 
+def split_list(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list; None (option not given) keeps the config's value."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
+
+
 def _run(fn: Callable[[], T]) -> T:
     """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
     try:

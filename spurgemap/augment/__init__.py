@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from spurgemap import __version__
 from spurgemap.augment.methods import Generator, Job, methods_used, needs_tokens, plan_jobs
@@ -324,8 +325,6 @@ def _finish(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, rows
     syn: dict[str, list[np.ndarray]] = {}
     for r in sorted(rows, key=lambda r: (r["source_tile_id"], int(r["j"]))):
         if len(syn.setdefault(r["source_tile_id"], [])) < 5:
-            from PIL import Image
-
             with Image.open(out / r["path"]) as im:
                 syn[r["source_tile_id"]].append(np.asarray(im.convert("RGB")))
     write_preview(out / "preview.png", real, syn, dict(zip(sel.ids, sel.labels, strict=True)))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spurgemap.augment.imaging import grow, resize_masks, to_tiles
+from spurgemap.augment.imaging import grow, resize_masks, to_tiles, vegetation_mask
 from spurgemap.augment.model import DiffusionModel
 from spurgemap.config import AugmentConfig
 from spurgemap.errors import InputError
@@ -179,8 +179,6 @@ class Generator:
         return to_tiles(x.permute(0, 2, 3, 1).numpy(), tile_px)
 
     def _masks(self, tiles: np.ndarray, masks: np.ndarray | None) -> torch.Tensor:
-        from spurgemap.augment.imaging import vegetation_mask
-
         c = self.cfg.inpaint
         m = masks if masks is not None else vegetation_mask(tiles, c.exg_threshold)
         m = grow(resize_masks(m, self.model.resolution), c.grow_px)

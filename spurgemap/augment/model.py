@@ -19,6 +19,7 @@ import torch
 
 from spurgemap.augment.tiny import TINY_MARKER
 from spurgemap.errors import InputError
+from spurgemap.geo.raster import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,7 @@ def _weights_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
         if f.is_file() and f.suffix in (".safetensors", ".json", ".txt"):
-            digest.update(str(f.relative_to(folder)).encode())
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
+            digest.update(f"{f.relative_to(folder)}:{file_sha256(f)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -129,7 +119,7 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
                 raise InputError(f"{path}: could not load this checkpoint ({first}); for an SD 1.x/2.x checkpoint "
                                  "set augment.model_config_dir to a diffusers folder of the same architecture "
                                  "(offline it cannot be looked up), or convert it to a diffusers folder") from None
-            model_id, model_hash = path.name, _file_hash(path)
+            model_id, model_hash = path.name, file_sha256(path)[:16]
         elif not _is_hub_id(spec):
             raise InputError(f"{spec}: model not found; {MODEL_HELP}")
         else:

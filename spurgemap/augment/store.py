@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from spurgemap.errors import InputError
 from spurgemap.survey import safe_id
 from spurgemap.train.data import MANIFEST_COLUMNS
 
+log = logging.getLogger(__name__)
 TOKENS_META = "tokens.json"
 COLUMNS = [*MANIFEST_COLUMNS, "model_hash", "j", "tiny_model"]
 
@@ -66,9 +68,7 @@ def load_tokens_into(pipe: Any, folder: Path, model_hash: str) -> dict[str, str]
                              "learned with another model architecture - learn them again with this --model")
         pipe.load_textual_inversion(tensors, token=token)
     if meta.get("model_hash") not in (None, model_hash):
-        import logging
-
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s: tokens were learned with model %s (%s), generating with %s", folder, meta.get("model_id"),
             meta.get("model_hash"), model_hash)
     return dict(meta["labels"])

@@ -9,6 +9,7 @@ settings, so a rerun or an added method reuses finished work and a killed run re
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -92,14 +93,12 @@ def _run_dir(root: Path, cfg: SpurgemapConfig, method: str, k: int, seed: int, d
 
 
 def _one_run(cfg: SpurgemapConfig, tiles_dir: Path, tiles: TileSet, method: str, k: int,
-             run: Path) -> tuple[dict[str, Any], bool]:
+             run: Path, cache: Path) -> tuple[dict[str, Any], bool]:
     """Train (and generate) one grid cell unless its finished metrics are already on disk."""
     from spurgemap.train import TrainInputs, run_train
 
     metrics_path = run / "train" / "metrics.json"
     if metrics_path.exists():
-        import json
-
         return json.loads(metrics_path.read_text()), False
     synthetic: list[Path] = []
     if method not in CLASSIC:
@@ -111,7 +110,6 @@ def _one_run(cfg: SpurgemapConfig, tiles_dir: Path, tiles: TileSet, method: str,
         if not (syn / MANIFEST).exists():
             run_augment(cfg, AugmentInputs(tiles_dir, syn, tile_ids=[tiles.tile_ids[i] for i in chosen]))
         synthetic = [syn]
-    cache = run.parents[2] / "cache" / "features"
     res = run_train(cfg, TrainInputs(tiles_dir, run / "train", synthetic, feature_cache=cache))
     return res.metrics, True
 
@@ -152,14 +150,14 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
         cfg = _run_config(config, method, k, seed, val, test)
         run = _run_dir(out, cfg, method, k, seed, tiles.digest)
         t0 = time.perf_counter()
-        metrics, fresh = _one_run(cfg, inputs.tiles, tiles, method, k, run)
+        metrics, fresh = _one_run(cfg, inputs.tiles, tiles, method, k, run, out / "cache" / "features")
         if method not in CLASSIC:
             tiny = tiny or _synthetic_is_tiny(run / "synthetic")
         rows += _rows(method, k, seed, metrics)
         if fresh:
             trained += 1
             times.append(time.perf_counter() - t0)
-        left = sum(1 for _ in grid[n:])
+        left = len(grid) - n
         eta = f", ETA {np.mean(times) * left / 60:.1f} min" if times and left else ""
         test_ba = (metrics.get("test") or {}).get("balanced_accuracy", float("nan"))
         log.info("[%d/%d] %s k=%d seed=%d: test balanced accuracy %.3f (%s)%s", n, len(grid), method, k, seed,
@@ -170,7 +168,5 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
 
 
 def _synthetic_is_tiny(syn: Path) -> bool:
-    import json
-
     path = syn / "summary.json"
     return bool(path.exists() and json.loads(path.read_text())["model"].get("tiny_random"))
