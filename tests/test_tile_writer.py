@@ -151,9 +151,9 @@ def test_rotated_resampling_fast_path_matches_the_alpha_path():
     dst_t = A.translation(500_000 + 0.014 * 150, 5_200_000 - 0.014 * 40) @ A.rotation(-25) @ A.scale(0.014, -0.014)
     wkt = __import__("pyproj").CRS.from_epsg(32612).to_wkt()
     valid = np.ones((420, 420), bool)
-    fast_rgb, fast_valid = resample_into_frame(rgb, valid, src_t, dst_t, wkt, 250, "bilinear")
+    fast_rgb, fast_valid = resample_into_frame(rgb, valid, src_t, dst_t, wkt, (250, 250), "bilinear")
     valid_slow = valid.copy()
     valid_slow[-1, -1] = False  # far outside the tile: forces the alpha path without touching the tile
-    slow_rgb, slow_valid = resample_into_frame(rgb, valid_slow, src_t, dst_t, wkt, 250, "bilinear")
+    slow_rgb, slow_valid = resample_into_frame(rgb, valid_slow, src_t, dst_t, wkt, (250, 250), "bilinear")
     assert fast_valid.all() and slow_valid.all()
     assert np.array_equal(fast_rgb, slow_rgb)

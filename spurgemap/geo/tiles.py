@@ -30,21 +30,22 @@ def resample_into_frame(
     src_transform: Affine,
     dst_transform: Affine,
     crs_wkt: str,
-    size: int,
+    shape: tuple[int, int],
     resampling: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a north-up patch into a (possibly rotated) tile grid.
+    """Warp a north-up patch into a (possibly rotated) grid of `shape` (rows, cols) pixels.
 
     Validity travels as an alpha band so GDAL never blends invalid (collar) pixels into the tile.
     """
-    # Fast path (half the time, identical pixels): every source pixel valid and the whole tile,
+    # Fast path (half the time, identical pixels): every source pixel valid and the whole grid,
     # plus the kernel's reach, inside the patch; then no alpha band is needed.
-    corners = [~src_transform * (dst_transform * (c, r)) for c, r in ((0, 0), (size, 0), (0, size), (size, size))]
+    h, w = shape
+    corners = [~src_transform * (dst_transform * (c, r)) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
     margin = 2.0
     inside = all(margin <= x <= rgb.shape[2] - margin and margin <= y <= rgb.shape[1] - margin for x, y in corners)
     fast = inside and bool(valid.all())
     src = rgb if fast else np.concatenate([rgb, np.where(valid, 255, 0).astype(np.uint8)[None]], axis=0)
-    dst = np.zeros((3 if fast else 4, size, size), dtype=np.uint8)
+    dst = np.zeros((3 if fast else 4, h, w), dtype=np.uint8)
     alpha = {} if fast else {"src_alpha": 4, "dst_alpha": 4}
     crs = _crs(crs_wkt)
     with warnings.catch_warnings():  # arrays carry no georeferencing of their own; we pass it
@@ -55,7 +56,7 @@ def resample_into_frame(
                   # rotation's apparent scale change and blurs the tile.
                   XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
     if fast:
-        return dst, np.ones((size, size), dtype=bool)
+        return dst, np.ones((h, w), dtype=bool)
     return dst[:3], dst[3] >= 128
 
 
