@@ -12,6 +12,7 @@ from conftest import GSD, UTM, make_rgba, px_to_map, square, texture, write_csv,
 from rasterio.enums import ColorInterp
 from scipy.ndimage import map_coordinates
 
+from spurgemap.geo.tiles import read_tile
 from spurgemap.tile import TileInputs, run_tile
 
 
@@ -79,6 +80,29 @@ def test_rotated_plot_is_resampled_in_its_own_frame(tmp_path, cfg):
     # the four tiles lie inside the rotated plot
     plot = square(*px_to_map(700, 700), 10.0, 30)
     assert all(plot.buffer(1e-6).contains(g) for g in idx.geometry)
+
+
+@pytest.mark.parametrize("collar", [0, 300], ids=["inside", "over_collar"])
+def test_rotated_blocks_give_the_pixels_of_per_tile_warps(tmp_path, cfg, monkeypatch, collar):
+    """Rotated plots are warped a block of tiles at a time; blocks must not change pixels or order."""
+    from spurgemap.tile import worker
+
+    ortho = make_rgba(tmp_path / "o.tif", h=1500, w=1500, collar=collar)
+    # 11 m at 1.4 cm/px = 786 px: 3 x 3 tiles, warped as blocks of 2 x 2, 2 x 1, 1 x 2 and 1 x 1
+    plots = write_plots(tmp_path / "p.gpkg", [dict(site_id="s1", plot_id="R", presence="absent",
+                                                   geometry=square(*px_to_map(750, 750), 11.0, 20))])
+    results = {}
+    for block in (2, 1):
+        monkeypatch.setattr(worker, "ROTATED_BLOCK", block)
+        out = tmp_path / f"b{block}"
+        res = run_tile(cfg, TileInputs([ortho], plots, out))
+        idx = gpd.read_file(out / "tiles.gpkg")
+        results[block] = {tid: read_tile(out / rel) for tid, rel in zip(idx.tile_id, idx.path, strict=True)}
+        assert res.n_tiles + sum(res.skipped.values()) == 9
+        assert list(idx.tile_id) == sorted(idx.tile_id)  # row-major, whatever the block order
+    assert results[2].keys() == results[1].keys()
+    for tid, data in results[1].items():
+        assert np.abs(results[2][tid].astype(int) - data).max() <= 1, tid
 
 
 def test_labels_survey_and_verification(tmp_path, cfg):

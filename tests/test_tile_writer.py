@@ -83,6 +83,28 @@ def test_strided_input_is_written_in_order(tmp_path):
         np.testing.assert_array_equal(f.read(), view)
 
 
+@pytest.mark.parametrize("transform", [NORTH_UP, ROTATED], ids=["north_up", "rotated"])
+def test_template_tiles_are_the_bytes_tifffile_writes(tmp_path, transform):
+    """Uncompressed, fully valid tiles are patched into a cached template: same bytes as tifffile."""
+    from spurgemap.geo import geotiff
+
+    wkt = CRS.from_epsg(32612).to_wkt()
+    big, _ = _pixels(5, size=400)
+    valid = np.ones((250, 250), bool)
+    geotiff._template.cache_clear()
+    for i, (view, t) in enumerate([(big[:, 0:250, 0:250], transform),
+                                   (big[:, 100:350, 120:370], transform @ Affine.translation(37, -12))]):
+        fast, ref = tmp_path / f"fast{i}.tif", tmp_path / f"ref{i}.tif"
+        assert write_rgb_geotiff(fast, view, valid, t, wkt, "none")
+        with tifffile.TiffWriter(ref) as tif:
+            geotiff._write_pages(tif, view, valid, geotiff._georef_tags(t), wkt, "none", 1)
+        assert fast.read_bytes() == ref.read_bytes()
+        with rasterio.open(fast) as f:
+            assert f.transform.almost_equals(t, precision=1e-9)
+            np.testing.assert_array_equal(f.read(), view)
+    assert geotiff._template.cache_info().hits == 1  # the second tile came from the template
+
+
 @pytest.mark.parametrize("crs", [CUSTOM_TM, "EPSG:2263", "EPSG:4326"], ids=["no_epsg", "us_feet", "degrees"])
 def test_crs_without_exact_metric_epsg_falls_back_to_gdal(tmp_path, crs):
     rgb, valid = _pixels()
