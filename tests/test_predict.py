@@ -87,7 +87,7 @@ def test_output_files_are_qgis_ready(trained, mapped):
         assert valid, errors
         with rasterio.open(path) as ds:
             assert ds.crs == crs and ds.nodata == 255 and ds.dtypes[0] == "uint8"
-            assert ds.transform == transform * Affine.scale(250)
+            assert ds.transform == transform @ Affine.scale(250)
             assert (ds.width, ds.height) == (-(-w // 250), -(-h // 250))  # whole extent covered
             assert ds.overviews(1) or max(ds.width, ds.height) <= 256
             tags = ds.tags()
@@ -126,7 +126,7 @@ def test_maps_load_and_render_in_qgis(trained, mapped, qgis_python, tmp_path):  
     tiles = gpd.read_file(mapped / "ortho_tiles.geojson")
 
     def centre(r: int, c: int) -> list[float]:
-        x, y = t * (c + 0.5, r + 0.5)
+        x, y = t @ (c + 0.5, r + 0.5)
         return [x, y]
 
     # rendering is checked where the truth has dense spurge and the map says present (model errors
@@ -201,7 +201,7 @@ def test_stride_tta_and_aoi(trained, tiny_bundle, tmp_path):
         assert ds.res[0] == pytest.approx(125 * 0.014)
         valid = data != 255
         rows, cols = np.nonzero(valid)
-        xs, ys = ds.transform * (cols + 0.5, rows + 0.5)
+        xs, ys = ds.transform @ (cols + 0.5, rows + 0.5)
     assert valid.sum() > 10 and "TTA" in res.backend
     assert (xs > b.left + 9).all() and (xs < b.left + 26).all() and (ys < b.bottom + 26).all()
     assert res.predicted < res.tiles / 3  # only tiles touching the AOI are read
@@ -243,7 +243,7 @@ def test_bad_inputs_are_refused(trained, tiny_bundle, tmp_path):
     assert again.exit_code == 2 and "--overwrite" in again.stderr
     coarse = tmp_path / "coarse.tif"
     with rasterio.open(trained["ortho"]) as src:
-        prof = src.profile | {"transform": src.transform * Affine.scale(4)}
+        prof = src.profile | {"transform": src.transform @ Affine.scale(4)}
         with rasterio.open(coarse, "w", **prof) as dst:
             dst.write(src.read())
     with pytest.raises(InputError, match="too far from the model"):
@@ -287,7 +287,7 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
 def test_other_resolution_is_resampled_to_the_training_ground_size(trained, tiny_bundle, tmp_path):
     coarser = tmp_path / "coarser.tif"
     with rasterio.open(trained["ortho"]) as src:
-        prof = src.profile | {"transform": src.transform * Affine.scale(1.4)}  # 1.96 cm/px
+        prof = src.profile | {"transform": src.transform @ Affine.scale(1.4)}  # 1.96 cm/px
         with rasterio.open(coarser, "w", **prof) as dst:
             dst.write(src.read())
     res = run_predict(load_config(), PredictInputs(coarser, tiny_bundle, tmp_path / "m"))

@@ -40,7 +40,7 @@ def resample_into_frame(
     # Fast path (half the time, identical pixels): every source pixel valid and the whole grid,
     # plus the kernel's reach, inside the patch; then no alpha band is needed.
     h, w = shape
-    corners = [~src_transform * (dst_transform * (c, r)) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
+    corners = [~src_transform @ (dst_transform @ (c, r)) for c, r in ((0, 0), (w, 0), (0, h), (w, h))]
     margin = 2.0
     inside = all(margin <= x <= rgb.shape[2] - margin and margin <= y <= rgb.shape[1] - margin for x, y in corners)
     fast = inside and bool(valid.all())
