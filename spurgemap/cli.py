@@ -13,7 +13,18 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
-from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _numbers, _run, _state, out, split_list
+from spurgemap.cli_base import (
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    _config,
+    _numbers,
+    _run,
+    _state,
+    out,
+    split_list,
+    warn_tiny_model,
+)
 from spurgemap.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -257,8 +268,7 @@ def evaluate(
         out.print(f"{res.runs} runs ({res.trained} trained now, {res.runs - res.trained} cached) in "
                   f"{res.seconds:.1f} s; validation {res.val_sites}, test {res.test_sites} -> {res.out}/summary.md")
         if res.tiny_model:
-            out.print("[bold yellow]warning:[/] generative methods used a TINY RANDOM diffusion model: "
-                      "the numbers measure mechanics, not benefit")
+            warn_tiny_model("the generative methods' numbers measure mechanics, not benefit")
 
     _run(go)
 

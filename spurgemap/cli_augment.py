@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out, split_list
+from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out, split_list, warn_tiny_model
 
 
 class _DefaultRun(TyperGroup):
@@ -99,8 +99,7 @@ def run(
                   f"{' (resumed)' if res.resumed else ''} in {res.seconds:.1f} s, {res.images_per_second:.2f} img/s"
                   f" -> {res.out}")
         if res.tiny_model:
-            out.print("[bold yellow]warning:[/] the diffusion model is a TINY RANDOM one: the images test the "
-                      "mechanics only and carry no information about spurge")
+            warn_tiny_model("the images test the mechanics only and carry no information about spurge")
 
     _run(go)
 
@@ -133,7 +132,7 @@ def learn_tokens(
         out.print(f"{res.steps} steps per class from {res.tiles_used} tiles in {res.seconds:.1f} s "
                   f"({2 * res.steps / max(res.seconds, 1e-9):.2f} steps/s) -> {res.out}")
         if res.tiny_model:
-            out.print("[bold yellow]warning:[/] TINY RANDOM diffusion model: mechanics only")
+            warn_tiny_model("the tokens test the mechanics only")
 
     _run(go)
 

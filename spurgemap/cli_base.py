@@ -26,6 +26,11 @@ def split_list(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
 
 
+def warn_tiny_model(consequence: str) -> None:
+    """The one loud line every command prints when a tiny random diffusion model made its outputs."""
+    out.print(f"[bold yellow]warning:[/] a TINY RANDOM diffusion model was used: {consequence}")
+
+
 def _run(fn: Callable[[], T]) -> T:
     """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
     try:
