@@ -96,14 +96,15 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
     else:
         patches = _rotated_patches(job, reader, size, t.resampling, crs_wkt)
     extras = {k: v for k, v in job.extras.items() if k not in _RESERVED}
-    tile_ids = {(s.row, s.col): tile_id for s, tile_id in zip(job.frame.tiles, job.tile_ids, strict=True)}
-    outcomes = []
+    index = {(s.row, s.col): i for i, s in enumerate(job.frame.tiles)}  # blocks of wide plots come out of order
+    outcomes: dict[int, TileOutcome] = {}
     for spec, rgb, valid, clipped in patches:
-        tile_id = tile_ids[(spec.row, spec.col)]
+        i = index[(spec.row, spec.col)]
+        tile_id = job.tile_ids[i]
         frac = float(valid.mean())
         if frac < t.min_valid_fraction:
             reason = "no_valid_pixels" if frac == 0 else "low_valid_fraction"
-            outcomes.append(TileOutcome(tile_id, None, spec.footprint, crs_wkt, reason, clipped))
+            outcomes[i] = TileOutcome(tile_id, None, spec.footprint, crs_wkt, reason, clipped)
             continue
         path = site_dir / f"{tile_id}.tif"
         # backstop for sanitised ids; lexical (resolving every tile path cost ~0.2 ms a tile)
@@ -121,6 +122,5 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
             "path": path.relative_to(out_dir).as_posix(), "source": str(job.ortho.path),
             "source_sha256": "", "gsd_m": round(job.ortho.gsd_m, 6), **extras,
         }
-        outcomes.append(TileOutcome(tile_id, record, spec.footprint, crs_wkt, "", clipped))
-    order = {tile_id: i for i, tile_id in enumerate(job.tile_ids)}  # blocks of wide plots come out of order
-    return sorted(outcomes, key=lambda o: order[o.tile_id])
+        outcomes[i] = TileOutcome(tile_id, record, spec.footprint, crs_wkt, "", clipped)
+    return [outcomes[i] for i in sorted(outcomes)]
