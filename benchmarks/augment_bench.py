@@ -39,9 +39,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from spurgemap.augment import _batches
+from spurgemap.augment.diffusion import DiffusionModel, load_model
 from spurgemap.augment.methods import Generator, Job, plan_jobs
-from spurgemap.augment.model import DiffusionModel, load_model
+from spurgemap.augment.stage import _batches
 from spurgemap.augment.tiny import write_tiny_model, write_tiny_tokenizer
 from spurgemap.augment.tokens import learn_tokens
 from spurgemap.config import AugmentConfig, TokenConfig, load_config

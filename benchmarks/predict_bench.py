@@ -34,9 +34,9 @@ def _peak_rss_mb() -> float:
 def _bundle(path: Path) -> Path:
     if path.exists():
         return path
-    from spurgemap.export import tile_onnx
-    from spurgemap.train.backbones import create_backbone
-    from spurgemap.train.bundle import SpurgeClassifier, save_bundle
+    from spurgemap.model.backbones import create_backbone
+    from spurgemap.model.classifier import SpurgeClassifier, save_bundle
+    from spurgemap.model.onnx import tile_onnx
 
     backbone, spec = create_backbone()
     model = SpurgeClassifier(backbone, spec.num_features).eval()
@@ -50,7 +50,7 @@ def _bundle(path: Path) -> Path:
 
 def _ortho(work: Path, size: int) -> Path:
     from spurgemap.config import DemoConfig
-    from spurgemap.demo import make_demo_data
+    from spurgemap.demo.sites import make_demo_data
 
     out = work / f"ortho_{size}"
     path = out / "sites" / "site01" / "ortho.tif"
@@ -88,11 +88,10 @@ def _child(mode: str, ortho: Path, bundle: Path, work: Path) -> dict[str, float]
                 for batch in stream.batches(32):
                     n += len(batch)
             return {"tiles": n, "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
-        from spurgemap.bundle_io import read_bundle
+        from spurgemap.model.bundle import read_bundle
         from spurgemap.predict.infer import make_predictor
 
-        meta = read_bundle(bundle, with_weights=False).meta
-        predict, _ = make_predictor(bundle, meta, cfg.predict, 250)
+        predict, _ = make_predictor(read_bundle(bundle), cfg.predict, 250)
         batches = []
         with stream:
             for batch in stream.batches(32):

@@ -16,7 +16,7 @@ import rasterio
 from shapely import box
 
 from spurgemap.config import load_config
-from spurgemap.errors import SpurgemapError
+from spurgemap.core.errors import SpurgemapError
 from spurgemap.tile import TileInputs, run_tile
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jpg"}

@@ -33,7 +33,7 @@ def _make_inputs(work: Path, size: int) -> tuple[Path, Path]:
     from shapely.affinity import rotate
 
     from spurgemap.config import DemoConfig
-    from spurgemap.demo import make_demo_data
+    from spurgemap.demo.sites import make_demo_data
 
     ortho = work / "data" / "sites" / "site01" / "ortho.tif"
     if not ortho.exists():
@@ -100,8 +100,8 @@ def _plain_read(cfg, ortho: Path, plots: Path) -> tuple[int, int]:
 
     from spurgemap.geo.raster import open_ortho
     from spurgemap.geo.vector import read_plots
-    from spurgemap.survey import survey_from_frame
     from spurgemap.tile.plan import plan_jobs
+    from spurgemap.tile.survey import survey_from_frame
 
     info = open_ortho(ortho, cfg.tile.tile_size_px)
     layer = read_plots(plots)

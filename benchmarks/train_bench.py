@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch import nn
 
-from spurgemap.train.backbones import create_backbone
+from spurgemap.model.backbones import create_backbone
 
 
 def _median_time(step: Callable[[], None], warmup: int, iters: int, sync: Callable[[], None]) -> float:

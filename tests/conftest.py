@@ -15,6 +15,7 @@ from rasterio.enums import ColorInterp
 from shapely import Polygon, box
 from shapely.affinity import rotate
 
+from spurgemap.config import load_config
 from spurgemap.geo.tiles import write_tile
 from spurgemap.geo.vector import write_tile_index
 
@@ -84,8 +85,6 @@ def write_csv(path: Path, header: str, *rows: str) -> Path:
 
 @pytest.fixture
 def cfg():
-    from spurgemap.config import load_config
-
     return load_config()
 
 
@@ -93,7 +92,7 @@ def cli_ok(*args: Any) -> Any:
     """Run the CLI in-process and insist it succeeded (the output explains a failure)."""
     from typer.testing import CliRunner
 
-    from spurgemap.cli import app
+    from spurgemap.cli.app import app
 
     res = CliRunner().invoke(app, [str(a) for a in args])
     assert res.exit_code == 0, res.output + str(res.exception)

@@ -19,15 +19,16 @@ from safetensors.torch import load_file, save_file
 from shapely import box
 from typer.testing import CliRunner
 
-from spurgemap.augment import AugmentInputs, TokenInputs, run_augment, run_learn_tokens
+from spurgemap.augment.diffusion import load_model
+from spurgemap.augment.manifest import load_synthetic
 from spurgemap.augment.methods import Generator, Job, Step
-from spurgemap.augment.model import load_model
+from spurgemap.augment.stage import AugmentInputs, TokenInputs, run_augment, run_learn_tokens
 from spurgemap.augment.tiny import write_tiny_model
 from spurgemap.augment.tokens import learn_tokens
-from spurgemap.cli import app
+from spurgemap.cli.app import app
 from spurgemap.config import load_config
-from spurgemap.errors import InputError
-from spurgemap.train.data import load_synthetic, load_tile_set
+from spurgemap.core.errors import InputError
+from spurgemap.tile.tileset import load_tile_set
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,7 @@ def test_a_hub_id_loads_offline_from_the_local_cache(tiny, tiles, tmp_path):
     (cache / "models--spurge--tiny-sd" / "refs").mkdir()
     (cache / "models--spurge--tiny-sd" / "refs" / "main").write_text(snap.name)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "spurgemap.cli", "augment", "learn-tokens", str(tiles), "--out",
+    cmd = [sys.executable, "-m", "spurgemap", "augment", "learn-tokens", str(tiles), "--out",
            str(tmp_path / "tok"), "--model", "spurge/tiny-sd", "--steps", "2", "--shots", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

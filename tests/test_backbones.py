@@ -12,12 +12,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from spurgemap.errors import InputError
-from spurgemap.train.backbones import (
-    create_backbone,
-    imagenet_classifier,
-    lite0_state_dict,
-)
+from spurgemap.core.errors import InputError
+from spurgemap.model.backbones import create_backbone, imagenet_classifier, lite0_state_dict
 
 CAT_CLASSES = range(281, 286)
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from spurgemap.config import DEFAULT_CONFIG, SpurgemapConfig, dump_config, load_config
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 
 def test_default_yaml_matches_schema_defaults():

@@ -17,10 +17,10 @@ from rasterio.enums import ColorInterp
 from rasterio.features import geometry_mask
 
 from spurgemap.config import DemoConfig
-from spurgemap.demo import DemoResult, make_demo_data
+from spurgemap.core.errors import InputError
 from spurgemap.demo.scene import build_scene
+from spurgemap.demo.sites import DemoResult, make_demo_data
 from spurgemap.demo.synth import render_window
-from spurgemap.errors import InputError
 
 SIZE = 2600
 SUBTILE = 250

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from spurgemap.augment.tiny import write_tiny_model
 from spurgemap.config import load_config
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 from spurgemap.evaluate import EvaluateInputs, run_evaluate
 from spurgemap.evaluate.report import area_vs_baseline, ci68, curve_table
 

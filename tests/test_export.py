@@ -14,12 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spurgemap.errors import InputError
-from spurgemap.export import DeepnessWrapper, classifier_onnx, export_deepness, resize_matrix
-from spurgemap.geo.raster import file_sha256
-from spurgemap.train.backbones import create_backbone
-from spurgemap.train.bundle import SpurgeClassifier, model_from_bundle, save_bundle
-from spurgemap.train.engine import Prep
+from spurgemap.core.errors import InputError
+from spurgemap.core.hashing import file_sha256
+from spurgemap.model.backbones import create_backbone
+from spurgemap.model.classifier import SpurgeClassifier, model_from_bundle, save_bundle
+from spurgemap.model.onnx import DeepnessWrapper, classifier_onnx, resize_matrix
+from spurgemap.model.preprocess import Prep
+from spurgemap.predict.deepness import export_deepness
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

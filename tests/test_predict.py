@@ -18,12 +18,12 @@ from rio_cogeo.cogeo import cog_validate
 from test_qgis_styles import _run_check, qgis_python  # noqa: F401  (fixture)
 from typer.testing import CliRunner
 
-from spurgemap.cli import app
+from spurgemap.cli.app import app
 from spurgemap.config import load_config
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.model.backbones import create_backbone
+from spurgemap.model.classifier import SpurgeClassifier, save_bundle
 from spurgemap.predict import PredictInputs, run_predict
-from spurgemap.train.backbones import create_backbone
-from spurgemap.train.bundle import SpurgeClassifier, save_bundle
 
 runner = CliRunner()
 
@@ -263,15 +263,15 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
     import subprocess
     import sys
 
+    from spurgemap.model.bundle import read_bundle
     from spurgemap.predict.infer import make_predictor
-    from spurgemap.train.bundle import load_bundle
 
-    _, meta = load_bundle(trained["bundle"])
+    bundle = read_bundle(trained["bundle"])
     cfg = load_config().predict
-    graph, label = make_predictor(trained["bundle"], meta, cfg, 250)
+    graph, label = make_predictor(bundle, cfg, 250)
     assert "bundle graph" in label
     cfg.backend = "torch"
-    torch_path, _ = make_predictor(trained["bundle"], meta, cfg, 250)
+    torch_path, _ = make_predictor(bundle, cfg, 250)
     x = np.random.default_rng(0).integers(0, 255, (6, 250, 250, 3), dtype=np.uint8)
     np.testing.assert_allclose(graph(x), torch_path(x), atol=1e-4)
     code = ("import sys; from pathlib import Path; from spurgemap.config import load_config; "

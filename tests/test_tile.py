@@ -182,7 +182,7 @@ def test_uint16_needs_and_uses_value_range(tmp_path, cfg):
     ortho = write_raster(tmp_path / "o16.tif", data)
     plots = write_plots(tmp_path / "p.gpkg", [dict(site_id="s", plot_id="P", presence="1",
                                                    geometry=square(*px_to_map(300, 300), 3.5))])
-    from spurgemap.errors import InputError
+    from spurgemap.core.errors import InputError
 
     with pytest.raises(InputError, match="value-range"):
         _tile(tmp_path, cfg, ortho, plots)

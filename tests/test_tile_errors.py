@@ -12,7 +12,7 @@ from conftest import GSD, make_rgba, px_to_map, square, texture, write_csv, writ
 from rasterio.enums import ColorInterp
 from typer.testing import CliRunner
 
-from spurgemap.cli import app
+from spurgemap.cli.app import app
 
 runner = CliRunner()
 

@@ -16,8 +16,9 @@ from affine import Affine
 from conftest import GSD, ORIGIN, make_rgba, px_to_map, square, write_plots
 from rasterio.crs import CRS
 
+from spurgemap.core.hashing import file_sha256
 from spurgemap.geo.geotiff import write_rgb_geotiff
-from spurgemap.geo.raster import file_sha256, gdal_session
+from spurgemap.geo.raster import gdal_session
 from spurgemap.geo.tiles import write_tile, write_tile_gdal
 from spurgemap.tile import TileInputs, run_tile
 

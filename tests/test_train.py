@@ -17,13 +17,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from spurgemap.cli import app
+from spurgemap.augment.manifest import MANIFEST, load_synthetic, restrict_synthetic
+from spurgemap.cli.app import app
 from spurgemap.config import load_config
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.model.classifier import SpurgeClassifier, load_bundle, model_from_bundle, save_bundle
+from spurgemap.model.splits import few_shot, make_splits
+from spurgemap.tile.tileset import load_tile_set
 from spurgemap.train import TrainInputs, run_train
-from spurgemap.train.bundle import SpurgeClassifier, load_bundle, model_from_bundle, save_bundle
-from spurgemap.train.data import MANIFEST, load_synthetic, load_tile_set, restrict_synthetic
-from spurgemap.train.splits import few_shot, make_splits
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,8 @@ def test_probe_with_cached_features_is_deterministic(tileset, tiny_weights, tmp_
     assert a.metrics["history"] == b.metrics["history"]
     assert a.metrics["test"]["n"] == 10 and a.metrics["selection"] == "validation sites"
     _, meta = load_bundle(a.bundle)
-    assert meta["threshold"] == a.metrics["threshold"] and meta["tile_size_px"] == PX
-    assert meta["backbone"] == "test_efficientnet" and meta["mean"] and meta["gsd_m"] == pytest.approx(0.014)
+    assert meta.threshold == a.metrics["threshold"] and meta.tile_size_px == PX
+    assert meta.backbone == "test_efficientnet" and meta.mean and meta.gsd_m == pytest.approx(0.014)
 
 
 def test_bundle_round_trip_gives_identical_predictions(tileset, tiny_weights, tmp_path):
@@ -81,7 +82,7 @@ def test_bundle_round_trip_gives_identical_predictions(tileset, tiny_weights, tm
     model, meta = model_from_bundle(res.bundle)
     x = torch.randn(3, 3, PX, PX)
     state, _ = load_bundle(res.bundle)
-    from spurgemap.train.backbones import create_backbone
+    from spurgemap.model.backbones import create_backbone
 
     backbone, spec = create_backbone("test_efficientnet", pretrained=False)
     twin = SpurgeClassifier(backbone, spec.num_features)
@@ -220,7 +221,8 @@ def test_cli_train_and_info(tileset, tiny_weights, tmp_path):
 
 
 def test_every_on_the_fly_augmentation_runs(tileset, tiny_weights, tmp_path):
-    from spurgemap.train.engine import _mix, d4
+    from spurgemap.model.engine import _mix
+    from spurgemap.model.preprocess import d4
 
     x = torch.arange(16.0).view(1, 1, 4, 4)
     assert len({tuple(d4(x, k).flatten().tolist()) for k in range(8)}) == 8  # 8 distinct symmetries

@@ -7,15 +7,6 @@ import torch
 import torch.nn.functional as F
 
 
-def d4_variants(images: np.ndarray) -> np.ndarray:
-    """The 8 flips/quarter turns of each (N, H, W, 3) tile: aerial tiles have no "up"."""
-    out = []
-    for k in range(4):
-        rot = np.rot90(images, k, axes=(1, 2))
-        out += [rot, rot[:, :, ::-1]]
-    return np.ascontiguousarray(np.concatenate(out))
-
-
 def to_model_tensor(images: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, size, size) in [-1, 1], bicubic (antialiased) resize."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

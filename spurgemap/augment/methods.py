@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from spurgemap.augment.diffusion import DiffusionModel
 from spurgemap.augment.imaging import grow, resize_masks, to_tiles, vegetation_mask
-from spurgemap.augment.model import DiffusionModel
 from spurgemap.config import AugmentConfig
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 METHODS = ("dafusion", "real-guidance", "text2img", "boomerang", "latent-perturb", "inpaint")
 TOKEN_METHODS = {"dafusion", "text2img", "latent-perturb", "inpaint"}  # conditioned on learned class tokens

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from spurgemap.errors import InputError
-from spurgemap.survey import safe_id
-from spurgemap.train.data import MANIFEST_COLUMNS
+from spurgemap.augment.manifest import MANIFEST_COLUMNS
+from spurgemap.core.errors import InputError
+from spurgemap.core.ids import safe_id
 
 log = logging.getLogger(__name__)
 TOKENS_META = "tokens.json"

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spurgemap.augment.imaging import d4_variants, to_model_tensor
+from spurgemap.augment.imaging import to_model_tensor
 from spurgemap.config import TokenConfig
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.model.preprocess import d4_variants
 
 
 @dataclass

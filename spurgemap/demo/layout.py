@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 F64 = NDArray[np.float64]
 

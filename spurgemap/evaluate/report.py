@@ -77,7 +77,7 @@ def _fmt(m: float, lo: float, hi: float) -> str:
 
 
 def write_reports(out: Path, results: pd.DataFrame, config: SpurgemapConfig, val: list[str], test: list[str],
-                  tiny: bool, tiles: Path) -> None:
+                  tiny: bool, tiles: Path | None) -> None:
     tmp = out / "results.csv.tmp"
     results.to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, out / "results.csv")

@@ -21,7 +21,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 BLOCK = 512
 

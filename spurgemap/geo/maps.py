@@ -22,6 +22,8 @@ from shapely import Polygon, box
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from spurgemap.core.errors import InputError
+
 
 def _tmp(path: Path) -> Path:
     """Hidden temporary sibling that keeps the extension (GDAL drivers check it)."""
@@ -96,8 +98,6 @@ def polygons_of(mask: np.ndarray, transform: Affine) -> list[BaseGeometry]:
 
 def read_aoi(path: Path, crs_wkt: str) -> BaseGeometry:
     """An AOI layer dissolved into one geometry in the raster's CRS."""
-    from spurgemap.errors import InputError
-
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:

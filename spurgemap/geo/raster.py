@@ -6,7 +6,6 @@ is decoded, so hostile or unsupported files fail fast with a message saying what
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -23,7 +22,7 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +72,6 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def file_sha256(path: Path, chunk: int = 8 << 20, stop: threading.Event | None = None) -> str:
-    """Streaming sha256; `stop` ends a background hash early (its result is then never used)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            if stop is not None and stop.is_set():
-                raise RuntimeError(f"{path}: hashing stopped")
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_size(path: Path, ds: rasterio.DatasetReader, max_pixels: int, max_ratio: float) -> None:

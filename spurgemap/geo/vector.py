@@ -16,8 +16,8 @@ from pyproj import CRS, Transformer
 from shapely import Point, make_valid
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.errors import InputError
-from spurgemap.survey import ID_COLUMNS, find_column, read_csv
+from spurgemap.core.errors import InputError
+from spurgemap.geo.tables import ID_COLUMNS, find_column, read_csv
 
 log = logging.getLogger(__name__)
 

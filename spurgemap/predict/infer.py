@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from spurgemap.bundle_io import read_bundle
 from spurgemap.config import PredictConfig
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.model.bundle import Bundle
+from spurgemap.model.preprocess import d4_numpy
 
 log = logging.getLogger(__name__)
 ORT_CHUNK = 8  # 2 cores: chunks of 8 run as fast as 32 (~80 img/s) with ~600 MB less arena memory
@@ -40,10 +41,6 @@ def _cuda_wanted(name: str) -> bool:
     return available
 
 
-def d4_numpy(x: np.ndarray, k: int) -> np.ndarray:
-    """The k-th D4 symmetry of (B, H, W, C) tiles, matching train.engine.d4 on (B, C, H, W)."""
-    x = np.rot90(x, k % 4, axes=(1, 2))
-    return np.ascontiguousarray(x[:, :, ::-1] if k >= 4 else x)
 
 
 def _session(onnx: bytes) -> Any:
@@ -59,39 +56,39 @@ def _chunked(session: Any, name: str, arr: np.ndarray) -> np.ndarray:
                            for i in range(0, len(arr), ORT_CHUNK)])
 
 
-def make_predictor(bundle: Path, meta: dict[str, Any], cfg: PredictConfig, tile: int) -> tuple[Predictor, str]:
+def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predictor, str]:
     cuda = _cuda_wanted(cfg.device)
     backend = cfg.backend if cfg.backend != "auto" else ("torch" if cuda else "onnx")
     if backend == "onnx" and cuda:
         raise InputError("--backend onnx runs on the CPU here; use --backend torch with --device cuda")
     syms = range(8) if cfg.tta else range(1)
     tta = " with D4 TTA" if cfg.tta else ""
-    graph = read_bundle(bundle, with_weights=False).onnx
-    if backend == "onnx" and graph is not None and tile == int(meta["tile_size_px"]):
+    graph = bundle.onnx
+    if backend == "onnx" and graph is not None and tile == bundle.meta.tile_size_px:
         session = _session(graph)
 
         def predict_graph(batch: np.ndarray) -> np.ndarray:
             return np.mean([_chunked(session, "tiles", d4_numpy(batch, k)) for k in syms], axis=0)
 
         return predict_graph, "onnxruntime fp32 (CPU, bundle graph)" + tta
-    return _torch_predictor(bundle, meta, backend, cuda, syms, tta)
+    return _torch_predictor(bundle, backend, cuda, syms, tta)
 
 
-def _torch_predictor(bundle: Path, meta: dict[str, Any], backend: str, cuda: bool, syms: range,
+def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
                      tta: str) -> tuple[Predictor, str]:
+    # Deferred on purpose: torch (and the torch side of model/) loads only when this path runs.
     import torch
 
-    from spurgemap.train.bundle import model_from_bundle
-    from spurgemap.train.engine import Prep, d4
+    from spurgemap.model.classifier import model_from_bundle
+    from spurgemap.model.onnx import classifier_onnx
+    from spurgemap.model.preprocess import Prep, d4
 
-    model, _ = model_from_bundle(bundle)
+    model, meta = model_from_bundle(bundle)
     device = torch.device("cuda" if cuda else "cpu")
-    prep = Prep(int(meta["input_size"]), tuple(meta["mean"]), tuple(meta["std"]), torch.device("cpu"),
+    prep = Prep(meta.input_size, meta.mean, meta.std, torch.device("cpu"),
                 channels_last=False)
     if backend == "onnx":
-        from spurgemap.export import classifier_onnx
-
-        session = _session(classifier_onnx(model.eval(), int(meta["input_size"])))
+        session = _session(classifier_onnx(model.eval(), meta.input_size))
         del model
 
         def run(x: torch.Tensor) -> np.ndarray:

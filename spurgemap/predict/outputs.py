@@ -17,20 +17,23 @@ from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig
 from spurgemap.geo.maps import cell_boxes, polygons_of, write_cog, write_geojson_4326, write_gpkg
 from spurgemap.geo.raster import OrthoInfo
+from spurgemap.geo.vector import read_plots, reproject
+from spurgemap.model.bundle import BundleMeta
 from spurgemap.predict.stream import Grid
+from spurgemap.predict.styles import write_styles
 
 log = logging.getLogger(__name__)
 NODATA = 255
 PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
 
 
-def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: dict[str, Any],
+def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: BundleMeta,
                sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
                preview: tuple[np.ndarray, np.ndarray], prov: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     out: Path = inputs.out
     out.mkdir(parents=True, exist_ok=True)
     name = Path(info.path).stem
-    threshold = float(meta["threshold"])
+    threshold = meta.threshold
     transform = info.transform @ Affine.scale(grid.stride)
     has = (counts > 0) & (cell_valid > 0)
     if aoi is not None:
@@ -42,7 +45,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     tags = {"spurgemap_version": __version__, "bundle_sha256": prov["bundle_sha256"],
             "threshold": f"{threshold:.6f}", "tile_size_px": str(grid.tile), "stride_px": str(grid.stride),
             "source": str(info.path), "source_sha256": prov["source_sha256"], "created": prov["created"],
-            "model_backbone": str(meta["backbone"]), "units": "percent probability of leafy spurge"}
+            "model_backbone": meta.backbone, "units": "percent probability of leafy spurge"}
     files = {
         "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
         "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
@@ -81,8 +84,6 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2)
     files["summary_json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["summary_csv"], summary)
-    from spurgemap.predict.styles import write_styles
-
     for path in write_styles(out, name, threshold):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
     _preview(files["preview"], info, preview, pct, has, grid.stride, threshold)
@@ -101,8 +102,6 @@ def _cells_in(aoi: Any, transform: Affine, shape: tuple[int, int]) -> np.ndarray
 
 def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float) -> list[dict[str, Any]]:
     from shapely import union_all
-
-    from spurgemap.geo.vector import read_plots, reproject
 
     layer = read_plots(plots)
     geoms = reproject(layer.geoms, layer.crs_wkt, info.crs_wkt)

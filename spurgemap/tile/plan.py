@@ -10,11 +10,12 @@ from shapely import Point, box
 from shapely.geometry.base import BaseGeometry
 
 from spurgemap.config import SpurgemapConfig
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.core.ids import safe_id
 from spurgemap.geo.raster import OrthoInfo
 from spurgemap.geo.vector import PlotLayer, reproject
-from spurgemap.survey import Survey, safe_id
 from spurgemap.tile.grid import PlotFrame, plot_frame
+from spurgemap.tile.survey import Survey
 
 log = logging.getLogger(__name__)
 

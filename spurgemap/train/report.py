@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from spurgemap.train.data import TileSet
+from spurgemap.tile.tileset import TileSet
 
 
 def write_pictures(out: Path, tiles: TileSet, metrics: dict[str, Any]) -> None:

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from spurgemap.config import TrainConfig
-from spurgemap.train.bundle import SpurgeClassifier
-from spurgemap.train.metrics import classification_metrics
+from spurgemap.model.classifier import SpurgeClassifier
+from spurgemap.model.metrics import classification_metrics
+from spurgemap.model.preprocess import Prep, d4, to_tensor
 
 
 @dataclass
@@ -32,34 +33,6 @@ class Batchable:
     syn_by_tile: dict[int, np.ndarray] = field(default_factory=dict)  # real index -> allowed syn indices
 
 
-@dataclass
-class Prep:
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    device: torch.device
-    channels_last: bool
-
-    def __call__(self, batch_u8: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 -> normalised float at the backbone's input size."""
-        x = batch_u8.to(self.device, non_blocking=True).float().div_(255)
-        if x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              antialias=True, align_corners=False)
-        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-
-def d4(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 symmetries of the square (k in 0..7) on the last two dims."""
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
 def cacheable(cfg: TrainConfig) -> bool:
@@ -83,7 +56,7 @@ def extract_features(model: SpurgeClassifier, images: np.ndarray, prep: Prep, sy
     model.backbone.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        chunk = _to_tensor(images[start:start + batch_size])
+        chunk = to_tensor(images[start:start + batch_size])
         per_sym = [model.backbone(prep(d4(chunk, k))).float().cpu() for k in range(symmetries)]
         out.append(torch.stack(per_sym, dim=1))
         if advance:
@@ -96,7 +69,7 @@ def predict_probs(model: SpurgeClassifier, images: np.ndarray, prep: Prep, batch
     model.eval()
     probs = []
     for start in range(0, len(images), batch_size):
-        x = prep(_to_tensor(images[start:start + batch_size]))
+        x = prep(to_tensor(images[start:start + batch_size]))
         with _autocast(prep.device):
             probs.append(torch.sigmoid(model(x).float()).cpu())
     return torch.cat(probs).numpy() if probs else np.zeros(0)
@@ -195,7 +168,7 @@ class Trainer:
             return torch.stack(rows).to(self.prep.device)
         imgs = np.stack([self.data.syn_images[i] if is_syn else self.data.images[i]
                          for is_syn, i in zip(syn, idx, strict=True)])
-        t = _to_tensor(imgs)
+        t = to_tensor(imgs)
         t = torch.stack([d4(img, int(k)) for img, k in zip(t, sym, strict=True)])
         return t
 

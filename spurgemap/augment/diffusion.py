@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from spurgemap.augment.tiny import TINY_MARKER
-from spurgemap.errors import InputError
-from spurgemap.geo.raster import file_sha256
+from spurgemap.core.errors import InputError
+from spurgemap.core.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 

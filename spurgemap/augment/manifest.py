@@ -1,12 +1,11 @@
-"""Training data in memory: real tiles from a tile set, synthetic variants from augment manifests.
+"""The synthetic-set format: `manifest.csv` rows tie each synthetic image to its source tile.
 
-A synthetic image is tied to the real tile it was made from (`source_tile_id`), which is what
-lets the leakage guard drop every variant of a validation or test tile.
+That tie (`source_tile_id`) is what lets the leakage guard drop every variant of a validation or
+test tile before training.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,29 +13,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from spurgemap.errors import InputError
-from spurgemap.geo.tiles import read_tile
-from spurgemap.geo.vector import read_tile_index
+from spurgemap.core.errors import InputError
+from spurgemap.tile.tileset import LABELS, TileSet
 
-LABELS = {"absent": 0, "present": 1}
 # One row per synthetic image; `augment` writes it, `train` reads it.
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "source_tile_id", "label", "method", "strength", "seed", "prompt", "model_id"]
-
-
-@dataclass
-class TileSet:
-    tile_ids: list[str]
-    sites: np.ndarray  # site id per tile
-    groups: np.ndarray  # split groups per tile (site ids, or a cluster column)
-    labels: np.ndarray  # 0 absent, 1 present
-    images: np.ndarray  # (N, H, W, 3) uint8
-    tile_px: int
-    gsd_m: float
-    digest: str  # hash of ids, labels and pixels: ties a bundle to the data it was trained on
-
-    def __len__(self) -> int:
-        return len(self.tile_ids)
 
 
 @dataclass
@@ -48,38 +30,6 @@ class SyntheticSet:
 
     def __len__(self) -> int:
         return len(self.source)
-
-
-def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
-    tiles_dir = Path(tiles_dir)
-    index = read_tile_index(tiles_dir / "tiles.gpkg")
-    if index.empty:
-        raise InputError(f"{tiles_dir}: the tile set is empty; run `spurgemap tile` on plots with valid pixels")
-    if group_column not in index.columns:
-        raise InputError(f"{tiles_dir}: tile index has no column {group_column!r} for grouping sites")
-    index = index.sort_values("tile_id").reset_index(drop=True)
-    images = []
-    digest = hashlib.sha256()
-    for tid, rel, label in zip(index.tile_id, index.path, index.label, strict=True):
-        path = (tiles_dir / rel).resolve()
-        if tiles_dir.resolve() not in path.parents or not path.exists():
-            raise InputError(f"{tiles_dir}: tile file {rel!r} of {tid} is missing or outside the tile set")
-        img = read_tile(path)
-        digest.update(f"{tid}:{label}".encode())
-        digest.update(img.tobytes())
-        images.append(img)
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise InputError(f"{tiles_dir}: tiles have different sizes {sorted(shapes)}; re-tile with one tile size")
-    labels = index.label.map(LABELS)
-    if labels.isna().any():
-        raise InputError(f"{tiles_dir}: unknown labels {sorted(set(index.label[labels.isna()]))} in tiles.gpkg")
-    return TileSet(
-        tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
-        groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
-        images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
-        digest=digest.hexdigest()[:16],
-    )
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 
 def check_target(out: Path, overwrite: bool) -> None:

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 
 from spurgemap.config import SpurgemapConfig, load_config
-from spurgemap.errors import InputError, SpurgemapError
+from spurgemap.core.errors import InputError, SpurgemapError
 
 out = Console()
 T = TypeVar("T")
-_state: dict[str, bool] = {"debug": False}
+STATE: dict[str, bool] = {"debug": False}
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
@@ -31,12 +31,12 @@ def warn_tiny_model(consequence: str) -> None:
     out.print(f"[bold yellow]warning:[/] a TINY RANDOM diffusion model was used: {consequence}")
 
 
-def _run(fn: Callable[[], T]) -> T:
+def run_guarded(fn: Callable[[], T]) -> T:
     """Errors become one line on stderr and a non-zero exit; --debug re-raises for a traceback."""
     try:
         return fn()
     except SpurgemapError as exc:
-        if _state["debug"]:
+        if STATE["debug"]:
             raise
         typer.echo(f"spurgemap: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -46,7 +46,7 @@ def _run(fn: Callable[[], T]) -> T:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
-        if _state["debug"]:
+        if STATE["debug"]:
             raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         typer.echo(f"spurgemap: unexpected error: {type(exc).__name__}: {msg} "
@@ -54,7 +54,7 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[Any, ...] | None:
+def parse_numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[Any, ...] | None:
     if text is None:
         return None
     try:
@@ -66,5 +66,5 @@ def _numbers(text: str | None, n: int, name: str, kind: type = float) -> tuple[A
     return values
 
 
-def _config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
+def load_cli_config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
     return load_config(path, overrides, sets)

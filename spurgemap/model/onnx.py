@@ -1,4 +1,5 @@
-"""ONNX export: a bare classifier for fast CPU prediction, and a QGIS Deepness model.
+"""ONNX graphs of the classifier: a bare one for fast CPU prediction, the bundle's tile graph, and
+the graph wrapped for the QGIS Deepness plugin (its metadata and file: `predict.deepness`).
 
 Deepness (a QGIS plugin) has no tile-classifier model type, so the Deepness export wraps the
 classifier into a *segmentation* model whose one output channel is the tile's presence
@@ -21,19 +22,14 @@ matrices torch uses (antialiased bilinear is separable): identical to training p
 from __future__ import annotations
 
 import io
-import json
-import os
 import warnings
-from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spurgemap.errors import InputError
-from spurgemap.geo.raster import file_sha256
-from spurgemap.train.bundle import SpurgeClassifier, model_from_bundle
+from spurgemap.model.classifier import SpurgeClassifier
 
 DEFAULT_OPSET = 17
 
@@ -104,10 +100,10 @@ def tile_onnx(model: SpurgeClassifier, tile: int, input_size: int, mean: list[fl
               opset: int = DEFAULT_OPSET) -> bytes:
     """ONNX bytes: "tiles" uint8 (N,T,T,3) -> "prob" float32 (N,); stored in bundles for `predict`."""
     wrapper = TileProbability(model, tile, input_size, mean, std)
-    return _onnx_bytes(wrapper, torch.zeros(2, tile, tile, 3, dtype=torch.uint8), "prob", opset, "tiles")
+    return onnx_bytes(wrapper, torch.zeros(2, tile, tile, 3, dtype=torch.uint8), "prob", opset, "tiles")
 
 
-def _onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int, name: str = "input") -> bytes:
+def onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int, name: str = "input") -> bytes:
     """Legacy (TorchScript) exporter: the dynamo one needs onnxscript, which spurgemap does not ship."""
     modes = {m: m.training for m in module.modules()}  # restored after: exporting must not change the model
     module.eval()
@@ -133,60 +129,4 @@ def classifier_onnx(model: SpurgeClassifier, input_size: int, opset: int = DEFAU
     Batch is dynamic; S is fixed (it sets the padding of TF-style 'same' convolutions).
     """
     example = torch.zeros(2, 3, input_size, input_size)  # batch 2: nothing specialises to batch 1
-    return _onnx_bytes(ProbabilityHead(model), example, "prob", opset)
-
-
-def deepness_metadata(meta: dict[str, Any], bundle_sha256: str) -> dict[str, Any]:
-    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance."""
-    from spurgemap import __version__
-
-    tile = int(meta["tile_size_px"])
-    names = meta["class_names"]
-    class_names = {str(i): str(n) for i, n in enumerate(names)} if isinstance(names, list) else \
-        {str(k): str(v) for k, v in dict(names).items()}
-    return {
-        "model_type": "Segmentor",
-        "class_names": class_names,
-        "resolution": round(float(meta["gsd_m"]) * 100.0, 6),  # cm/px
-        "tile_size": tile,
-        "tiles_size": tile,  # Deepness' docs and helper script write this; the plugin reads tile_size
-        "tiles_overlap": 0,  # percent; tiles are classified as a whole, overlap would only cost time
-        "standardization_mean": [0.0, 0.0, 0.0],  # the graph standardises itself
-        "standardization_std": [1.0, 1.0, 1.0],
-        "seg_thresh": float(meta["threshold"]),
-        "seg_small_segment": 1,  # no median filtering: a tile is the smallest unit anyway
-        "spurgemap_version": __version__,
-        "backbone": meta["backbone"],
-        "input_size": int(meta["input_size"]),
-        "threshold": float(meta["threshold"]),
-        "bundle_sha256": bundle_sha256,
-    }
-
-
-def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Write a Deepness-ready ONNX model for `bundle` to `out` atomically; returns the metadata written.
-
-    A missing or corrupt bundle raises InputError (one line) from `load_bundle`.
-    """
-    import onnx
-
-    bundle, out = Path(bundle), Path(out)
-    if not out.parent.is_dir():
-        raise InputError(f"{out}: folder {out.parent} does not exist; create it or choose another output path")
-    model, meta = model_from_bundle(bundle)
-    tile = int(meta["tile_size_px"])
-    wrapper = DeepnessWrapper(model, tile, int(meta["input_size"]), list(meta["mean"]), list(meta["std"]))
-    proto = onnx.load_from_string(_onnx_bytes(wrapper, torch.zeros(2, 3, tile, tile), "output", opset))
-    metadata = deepness_metadata(meta, file_sha256(bundle))
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    proto.producer_name, proto.doc_string = "spurgemap", f"leafy spurge tile classifier from {bundle.name}"
-    onnx.checker.check_model(proto)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return metadata
+    return onnx_bytes(ProbabilityHead(model), example, "prob", opset)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
 
 
 @dataclass(frozen=True)

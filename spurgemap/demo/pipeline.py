@@ -6,11 +6,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.config import SpurgemapConfig, dump_config
-from spurgemap.demo import DemoResult, make_demo_data
-from spurgemap.outputs import staged_dir
-from spurgemap.progress import progress
-from spurgemap.tile import TileInputs, TileResult, run_tile
+from spurgemap.core.progress import progress
+from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.demo.sites import DemoResult, make_demo_data
+from spurgemap.predict.stage import PredictInputs, run_predict
+from spurgemap.tile.stage import TileInputs, TileResult, run_tile
+from spurgemap.tile.tileset import load_tile_set
+from spurgemap.train.stage import TrainInputs, run_train
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,6 @@ def write_demo_data(config: SpurgemapConfig, out: Path, overwrite: bool = False)
 
 def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> DemoRun:
     run = DemoRun(out)
-    from spurgemap.outputs import check_target
-
     check_target(out, overwrite)
     data = write_demo_data(config, out / "data", overwrite=True)
     run.stages["demo-data"] = (f"{len(data.site_ids)} sites, {data.n_plots} plots, "
@@ -53,14 +55,10 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
     run.stages["tile"] = (f"{tiles.n_tiles} tiles in {tiles.seconds:.1f} s "
                           f"({tiles.tiles_per_second:.1f} tiles/s) -> {tiles.out}")
     synthetic = _demo_augment(config, out, run)
-    from spurgemap.train import TrainInputs, run_train
-
     trained = run_train(config, TrainInputs(out / "tiles", out / "train", synthetic, overwrite=True))
     m = trained.metrics
     run.stages["train"] = (f"balanced accuracy {m['balanced_accuracy']:.3f} ({m['selection']}) "
                            f"in {trained.seconds:.0f} s -> {trained.bundle}")
-    from spurgemap.predict import PredictInputs, run_predict
-
     maps = []
     for site, ortho in zip(data.site_ids, orthos, strict=True):
         res = run_predict(config, PredictInputs(ortho, trained.bundle, out / "maps" / site,
@@ -81,9 +79,6 @@ def _demo_augment(config: SpurgemapConfig, out: Path, run: DemoRun) -> list[Path
         run.stages["augment"] = ("skipped: needs train.val_sites, so class tokens are learned from training "
                                  "sites only (cross-validation folds would share them)")
         return []
-    from spurgemap.augment import AugmentInputs, run_augment
-    from spurgemap.train.data import load_tile_set
-
     held_out = set(config.train.val_sites) | set(config.train.test_sites)
     sites = sorted(set(load_tile_set(out / "tiles").sites.tolist()) - held_out)
     cfg = config.model_copy(update={"augment": config.augment.model_copy(update={"sites": sites})})

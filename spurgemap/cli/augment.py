@@ -8,7 +8,16 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from spurgemap.cli_base import ConfigOpt, OverwriteOpt, SetOpt, _config, _run, out, split_list, warn_tiny_model
+from spurgemap.cli.options import (
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    load_cli_config,
+    out,
+    run_guarded,
+    split_list,
+    warn_tiny_model,
+)
 
 
 class _DefaultRun(TyperGroup):
@@ -40,7 +49,7 @@ def _floats(text: str | None) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        from spurgemap.errors import InputError
+        from spurgemap.core.errors import InputError
 
         raise InputError(f"--strengths {text!r}: expected comma-separated numbers, e.g. 0.25,0.5,0.75,1.0") from None
 
@@ -81,11 +90,11 @@ def run(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate synthetic tiles from the real ones (learning class tokens first when needed)."""
-    from spurgemap.augment import AugmentInputs, run_augment
+    from spurgemap.augment.stage import AugmentInputs, run_augment
 
     def go() -> None:
         common = _common(model, sites, shots, seed, device, token_steps, allow_download, erase)
-        cfg = _config(config, set_, **common, **{
+        cfg = load_cli_config(config, set_, **common, **{
             "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
             "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
             "augment.batch_size": batch_size, "augment.inpaint.mask": "layer" if mask_layer else None})
@@ -101,7 +110,7 @@ def run(
         if res.tiny_model:
             warn_tiny_model("the images test the mechanics only and carry no information about spurge")
 
-    _run(go)
+    run_guarded(go)
 
 
 @augment_app.command("learn-tokens")
@@ -121,10 +130,10 @@ def learn_tokens(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Learn one token per class (textual inversion) from training tiles only."""
-    from spurgemap.augment import TokenInputs, run_learn_tokens
+    from spurgemap.augment.stage import TokenInputs, run_learn_tokens
 
     def go() -> None:
-        cfg = _config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download,
+        cfg = load_cli_config(config, set_, **_common(model, sites, shots, seed, device, token_steps, allow_download,
                                               erase))
         res = run_learn_tokens(cfg, TokenInputs(tiles_dir, out_dir, None, overwrite))
         for label, token in res.tokens.items():
@@ -134,7 +143,7 @@ def learn_tokens(
         if res.tiny_model:
             warn_tiny_model("the tokens test the mechanics only")
 
-    _run(go)
+    run_guarded(go)
 
 
 @augment_app.command("tiny-model")
@@ -144,11 +153,11 @@ def tiny_model(
 ) -> None:
     """Write a tiny randomly initialised Stable Diffusion (for trying the mechanics without weights)."""
     from spurgemap.augment.tiny import write_tiny_model
-    from spurgemap.outputs import staged_dir
+    from spurgemap.core.workdir import staged_dir
 
     def go() -> None:
         with staged_dir(out_dir, overwrite=False) as tmp:
             write_tiny_model(tmp, seed=seed or 0)
         out.print(f"tiny random diffusion model (64 px, random weights: mechanics only) -> {out_dir}")
 
-    _run(go)
+    run_guarded(go)

@@ -1,0 +1,1 @@
+"""What every layer shares: errors, progress, staged output folders, hashing, safe ids."""

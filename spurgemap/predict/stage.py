@@ -1,0 +1,192 @@
+"""`spurgemap predict`: a whole orthomosaic in, presence maps for QGIS out, in bounded memory.
+
+Entry point: `run_predict(config, inputs) -> PredictResult`. Tiles stream from a reader thread
+into batched inference; probabilities accumulate in per-cell arrays (O(cells), not O(pixels)).
+State is checkpointed at batch boundaries in MAPS_DIR/.work, and batches are formed from one fixed
+sequence of tiles, so a killed run resumes and writes byte-identical maps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from shapely import box
+from shapely.prepared import prep
+
+from spurgemap import __version__
+from spurgemap.config import SpurgemapConfig, dump_config
+from spurgemap.core.errors import InputError
+from spurgemap.core.hashing import file_sha256, run_key
+from spurgemap.core.progress import progress
+from spurgemap.core.workdir import resumable_workdir
+from spurgemap.geo.maps import read_aoi
+from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho
+from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
+from spurgemap.predict.infer import make_predictor
+from spurgemap.predict.outputs import write_maps
+from spurgemap.predict.stream import Grid, TileStream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictInputs:
+    ortho: Path
+    model: Path | Bundle  # a bundle file, or one already opened (read once per campaign)
+    out: Path
+    aoi: Path | None = None
+    plots: Path | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    files: dict[str, Path]
+    tiles: int
+    predicted: int
+    seconds: float
+    backend: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.predicted / self.seconds if self.seconds else 0.0
+
+
+def _timestamp() -> str:
+    """Run time for provenance; SOURCE_DATE_EPOCH pins it for reproducible outputs."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tile_px(info: OrthoInfo, meta: BundleMeta, cfg: Any) -> int:
+    """Tile size in raster pixels covering the same ground as a training tile."""
+    ratio = info.gsd_m / meta.gsd_m
+    tile = meta.tile_size_px
+    if abs(ratio - 1) <= cfg.gsd_tolerance:
+        return tile
+    if not 1 / cfg.max_gsd_ratio <= ratio <= cfg.max_gsd_ratio:
+        raise InputError(f"{info.path}: ground resolution {info.gsd_m * 100:.2f} cm/px is too far from the "
+                         f"model's {meta.gsd_m * 100:.2f} cm/px (limit x{cfg.max_gsd_ratio}); "
+                         "resample the orthomosaic or train on imagery of this resolution")
+    px = max(round(tile / ratio), 8)
+    log.warning("%s: %.2f cm/px vs the model's %.2f cm/px: reading %d-px tiles (same ground as the "
+                "training tiles) and resizing them to the model input", info.path, info.gsd_m * 100,
+                meta.gsd_m * 100, px)
+    return px
+
+
+def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
+    with gdal_session(config.tile.gdal_cache_mb):
+        return _run(config, inputs)
+
+
+def _keep_mask(grid: Grid, info: OrthoInfo, aoi: Any) -> np.ndarray:
+    """Which tile positions to read: all, or those touching the AOI."""
+    keep = np.ones((grid.tile_rows, grid.tile_cols), dtype=bool)
+    if aoi is None:
+        return keep
+    p = prep(aoi)
+    t, size = info.transform, grid.tile
+    for r in range(grid.tile_rows):
+        for c in range(grid.tile_cols):
+            x0, y0 = t @ (c * grid.stride, r * grid.stride)
+            x1, y1 = t @ (c * grid.stride + size, r * grid.stride + size)
+            keep[r, c] = p.intersects(box(x0, y1, x1, y0))
+    return keep
+
+
+def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
+    start = time.perf_counter()
+    cfg = config.predict
+    bundle = inputs.model if isinstance(inputs.model, Bundle) else read_bundle(inputs.model)
+    meta = bundle.meta
+    info = open_ortho(inputs.ortho, 1, max_pixels=config.tile.max_pixels,
+                      max_compression_ratio=config.tile.max_compression_ratio, bands=config.tile.bands,
+                      value_range=config.tile.value_range)
+    tile = _tile_px(info, meta, cfg)
+    stride = cfg.stride_px or tile
+    if tile % stride:
+        raise InputError(f"--stride {stride} must divide the tile size ({tile} px)")
+    grid = Grid(info.width, info.height, tile, stride)
+    aoi = None
+    if inputs.aoi is not None:
+        aoi = read_aoi(inputs.aoi, info.crs_wkt)
+        if not aoi.intersects(box(*info.bounds)):
+            raise InputError(f"{inputs.aoi}: the AOI lies outside {info.path}; check its CRS and location")
+    keep = _keep_mask(grid, info, aoi)
+    bundle_sha = bundle.sha256
+    source_sha = file_sha256(info.path)
+    key = run_key(bundle_sha, source_sha, dump_config(config), str(inputs.aoi))
+    work, resumed = resumable_workdir(inputs.out, inputs.overwrite, key)
+    state = _load_state(work) if resumed else None
+    sums = state["sums"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
+    counts = state["counts"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.int32)
+    done = int(state["done"]) if state else 0
+    next_tile = (int(state["next"][0]), int(state["next"][1])) if state else (0, 0)
+    stamp = str(state["stamp"]) if state else _timestamp()
+    predict, backend = make_predictor(bundle, cfg, tile)
+    log.info("predicting %s with %s: %d x %d tiles of %d px, stride %d", info.path.name, backend,
+             grid.tile_rows, grid.tile_cols, tile, stride)
+    m = grid.per_tile
+    batches = 0
+    with progress(grid.n_tiles, "mapping") as advance, TileStream(
+            OrthoReader(info), grid, config.tile.min_valid_fraction, keep, next_tile,
+            cfg.queue_batches * cfg.batch_size, config.tile.gdal_cache_mb, advance) as stream:
+        if state:
+            stream.cell_valid[:] = state["cell_valid"]
+            stream.preview[:] = state["preview"]
+            stream.preview_valid[:] = state["preview_valid"]
+            advance(int(state["positions"]))
+        for batch in stream.batches(cfg.batch_size):
+            probs = predict(np.stack([b.pixels for b in batch]))
+            for b, p in zip(batch, probs, strict=True):
+                sums[b.row:b.row + m, b.col:b.col + m] += float(p)
+                counts[b.row:b.row + m, b.col:b.col + m] += 1
+            done += len(batch)
+            advance(len(batch))
+            batches += 1
+            if batches % cfg.checkpoint_every == 0:
+                last = batch[-1]
+                nxt = (last.row, last.col + 1) if last.col + 1 < grid.tile_cols else (last.row + 1, 0)
+                _save_state(work, sums, counts, stream, done, nxt, stamp, positions=_positions_before(grid, nxt))
+        cell_valid = stream.cell_valid.copy()
+        preview = (stream.preview.copy(), stream.preview_valid.copy())
+    seconds = time.perf_counter() - start
+    files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
+                                {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
+                                 "backend": backend, "seconds": seconds, "tiles_predicted": done})
+    (inputs.out / "config.yaml").write_text(dump_config(config))
+    shutil.rmtree(work, ignore_errors=True)
+    return PredictResult(inputs.out, files, grid.n_tiles, done, seconds, backend, summary)
+
+
+def _positions_before(grid: Grid, nxt: tuple[int, int]) -> int:
+    return nxt[0] * grid.tile_cols + nxt[1]
+
+
+def _save_state(work: Path, sums: np.ndarray, counts: np.ndarray, stream: TileStream, done: int,
+                nxt: tuple[int, int], stamp: str, positions: int) -> None:
+    tmp = work / "state.tmp.npz"
+    np.savez(tmp, sums=sums, counts=counts, cell_valid=stream.cell_valid, preview=stream.preview,
+             preview_valid=stream.preview_valid, done=done, next=np.array(nxt),
+             stamp=np.array(stamp), positions=positions, version=np.array(__version__))
+    os.replace(tmp, work / "state.npz")
+
+
+def _load_state(work: Path) -> dict[str, Any] | None:
+    path = work / "state.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,68 @@
+"""The tile-set format in memory: `TileSet` (ids, sites, labels, pixels) loaded once from TILES_DIR.
+
+Stages after `tile` take a `TileSet` as well as a folder, so a grid of runs reads the tiles once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spurgemap.core.errors import InputError
+from spurgemap.geo.tiles import read_tile
+from spurgemap.geo.vector import read_tile_index
+
+LABELS = {"absent": 0, "present": 1}
+
+
+@dataclass
+class TileSet:
+    tile_ids: list[str]
+    sites: np.ndarray  # site id per tile
+    groups: np.ndarray  # split groups per tile (site ids, or a cluster column)
+    labels: np.ndarray  # 0 absent, 1 present
+    images: np.ndarray  # (N, H, W, 3) uint8
+    tile_px: int
+    gsd_m: float
+    digest: str  # hash of ids, labels and pixels: ties a bundle to the data it was trained on
+    root: Path | None = None  # the folder it was loaded from (None when built in memory)
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+
+
+
+def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
+    tiles_dir = Path(tiles_dir)
+    index = read_tile_index(tiles_dir / "tiles.gpkg")
+    if index.empty:
+        raise InputError(f"{tiles_dir}: the tile set is empty; run `spurgemap tile` on plots with valid pixels")
+    if group_column not in index.columns:
+        raise InputError(f"{tiles_dir}: tile index has no column {group_column!r} for grouping sites")
+    index = index.sort_values("tile_id").reset_index(drop=True)
+    images = []
+    digest = hashlib.sha256()
+    for tid, rel, label in zip(index.tile_id, index.path, index.label, strict=True):
+        path = (tiles_dir / rel).resolve()
+        if tiles_dir.resolve() not in path.parents or not path.exists():
+            raise InputError(f"{tiles_dir}: tile file {rel!r} of {tid} is missing or outside the tile set")
+        img = read_tile(path)
+        digest.update(f"{tid}:{label}".encode())
+        digest.update(img.tobytes())
+        images.append(img)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise InputError(f"{tiles_dir}: tiles have different sizes {sorted(shapes)}; re-tile with one tile size")
+    labels = index.label.map(LABELS)
+    if labels.isna().any():
+        raise InputError(f"{tiles_dir}: unknown labels {sorted(set(index.label[labels.isna()]))} in tiles.gpkg")
+    return TileSet(
+        tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
+        groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
+        images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
+        digest=digest.hexdigest()[:16], root=tiles_dir,
+    )

@@ -1,0 +1,274 @@
+"""`spurgemap train`: a spurge classifier validated on held-out sites, saved as one bundle.
+
+Entry point: `run_train(config, inputs) -> TrainResult`. Phases: one per validation split (a fold,
+or the explicit --val-sites), then, for cross-validation, a final fit on all non-test sites for the
+epoch count the folds chose. Each epoch is checkpointed in RUN_DIR/.work, so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from spurgemap import __version__
+from spurgemap.augment.manifest import load_synthetic, restrict_synthetic
+from spurgemap.config import SpurgemapConfig, dump_config
+from spurgemap.core.errors import InputError
+from spurgemap.core.hashing import run_key
+from spurgemap.core.progress import progress
+from spurgemap.core.workdir import resumable_workdir
+from spurgemap.model.backbones import create_backbone
+from spurgemap.model.bundle import BundleMeta
+from spurgemap.model.classifier import SpurgeClassifier, save_bundle
+from spurgemap.model.engine import Batchable, Trainer, cacheable, extract_features, freeze_for_probe
+from spurgemap.model.metrics import choose_threshold, classification_metrics
+from spurgemap.model.onnx import tile_onnx
+from spurgemap.model.preprocess import Prep
+from spurgemap.model.splits import Split, few_shot, make_splits
+from spurgemap.tile.tileset import TileSet, load_tile_set
+from spurgemap.train.report import write_pictures
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainInputs:
+    tiles: Path | TileSet  # a tile-set folder, or one already loaded (evaluate loads it once)
+    out: Path
+    synthetic: list[Path] = field(default_factory=list)
+    overwrite: bool = False
+    feature_cache: Path | None = None  # folder sharing frozen-backbone features of real tiles across runs
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    bundle: Path
+    metrics: dict[str, Any]
+    seconds: float
+    resumed: bool
+
+    @property
+    def balanced_accuracy(self) -> float:
+        return float(self.metrics["balanced_accuracy"])
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def _run_key(config: SpurgemapConfig, tiles: TileSet, synthetic: list[Path]) -> str:
+    return run_key(dump_config(config) + tiles.digest + "".join(str(p.resolve()) for p in synthetic))
+
+
+def _prepare_out(inputs: TrainInputs, key: str) -> tuple[Path, bool]:
+    if (inputs.out / "model.spurge").exists() and not inputs.overwrite:
+        raise InputError(f"{inputs.out}: already holds a trained model; pass --overwrite to replace it")
+    return resumable_workdir(inputs.out, inputs.overwrite, key)
+
+
+def _save_ckpt(work: Path, state: dict[str, Any]) -> None:
+    tmp = work / "checkpoint.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, work / "checkpoint.pt")
+
+
+def _load_ckpt(work: Path) -> dict[str, Any] | None:
+    path = work / "checkpoint.pt"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
+    start = time.perf_counter()
+    cfg = config.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tiles = inputs.tiles if isinstance(inputs.tiles, TileSet) else load_tile_set(inputs.tiles, cfg.group_column)
+    syn = load_synthetic(inputs.synthetic, tiles)
+    splits = make_splits(tiles.groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds)
+    if cfg.shots:
+        splits = [Split(s.name, few_shot(s.train, tiles.labels, cfg.shots, config.seed), s.val, s.test)
+                  for s in splits]
+    key = _run_key(config, tiles, inputs.synthetic)
+    work, resumed = _prepare_out(inputs, key)
+    device = _device(cfg.device)
+    weights = Path(cfg.weights) if cfg.weights else None
+    torch.manual_seed(config.seed)
+    backbone, spec = create_backbone(cfg.backbone, weights)
+    input_size = cfg.input_size or spec.input_size
+    prep = Prep(input_size, spec.mean, spec.std, device, cfg.channels_last)
+    base_state = {k: v.clone() for k, v in backbone.state_dict().items()}
+
+    def new_model(phase: int) -> SpurgeClassifier:
+        backbone.load_state_dict(base_state)
+        torch.manual_seed(config.seed * 1000 + phase)
+        m = SpurgeClassifier(backbone, spec.num_features).to(device)
+        if cfg.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        if cfg.mode == "probe":
+            freeze_for_probe(m)
+        return m
+
+    cross_val = not cfg.val_sites
+    phases = len(splits) + (1 if cross_val else 0)
+    use_cache = cacheable(cfg)
+    syms = 8 if cfg.augment.d4 else 1
+    data = Batchable(tiles.images, tiles.labels, syn.images, syn.labels)
+    features = syn_features = None
+    steps = phases * cfg.epochs * max(len(s.train) for s in splits)
+    with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
+        if use_cache:
+            model0 = new_model(0)
+            features = _cached_features(inputs.feature_cache, f"{spec.name}|{spec.weights}|{input_size}|{syms}|"
+                                        f"{tiles.digest}|{cfg.channels_last}|{device.type}",
+                                        lambda: extract_features(model0, tiles.images, prep, syms, cfg.batch_size,
+                                                                 advance), lambda: advance(len(tiles)))
+            syn_features = extract_features(model0, syn.images, prep, syms, cfg.batch_size, advance)
+        ckpt = _load_ckpt(work) if resumed else None
+        history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
+        oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}
+        best_states: dict[int, dict[str, torch.Tensor]] = {}
+        final_model: SpurgeClassifier | None = None
+        for phase in range(phases):
+            is_final = phase == len(splits)
+            split = splits[phase] if not is_final else None
+            train_idx = split.train if split else _final_train(tiles, cfg, config.seed)
+            val_idx = split.val if split else None
+            data.syn_by_tile = _syn_map(syn, restrict_synthetic(syn, train_idx))
+            model = new_model(phase)
+            trainer = Trainer(model, cfg, prep, data, features, syn_features, config.seed)
+            epochs = cfg.epochs if not is_final else _best_epoch(history) + 1
+            first = 0
+            if ckpt and ckpt["phase"] == phase:
+                trainer.load(ckpt["state"])
+                first = ckpt["epoch"] + 1
+                best_states = {phase: ckpt["best"]} if ckpt.get("best") else {}
+            elif ckpt and ckpt["phase"] > phase:
+                advance(cfg.epochs * len(train_idx))
+                continue
+            if len(history) <= phase and not is_final:
+                history.append([])
+            for epoch in range(first, epochs):
+                res = trainer.epoch(phase, epoch, train_idx, val_idx, tiles.groups, advance)
+                if not is_final:
+                    history[phase].append({"epoch": epoch, "train_loss": res.train_loss, **_brief(res.val)})
+                    best = _best_epoch([history[phase]])
+                    oof[f"{phase}:{epoch}"] = res.val_probs.tolist() if res.val_probs is not None else []
+                    if best == epoch and not cross_val:
+                        best_states[phase] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                _save_ckpt(work, {"phase": phase, "epoch": epoch, "state": trainer.state(),
+                                  "history": history, "oof": oof, "best": best_states.get(phase)})
+            advance(max(0, cfg.epochs - epochs) * len(train_idx))  # the final fit runs fewer epochs
+            if not cross_val:
+                model.load_state_dict(best_states[phase])
+                final_model = model
+            elif is_final:
+                final_model = model
+        assert final_model is not None
+    metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val)
+    return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
+
+
+def _cached_features(folder: Path | None, key: str, compute: Any, on_hit: Any) -> torch.Tensor:
+    """Frozen-backbone features of the real tiles depend only on backbone, tiles and size: many
+    runs over one tile set (evaluate's grid) compute them once."""
+    if folder is None:
+        return compute()
+    path = folder / f"features-{run_key(key)}.safetensors"
+    if path.exists():
+        on_hit()
+        return load_file(str(path))["features"]
+    feats = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": feats.contiguous()}, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
+    return feats
+
+
+def _syn_map(syn: Any, allowed: np.ndarray) -> dict[int, np.ndarray]:
+    out: dict[int, list[int]] = {}
+    for j in allowed:
+        out.setdefault(int(syn.source[j]), []).append(int(j))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _final_train(tiles: TileSet, cfg: Any, seed: int) -> np.ndarray:
+    pool = np.flatnonzero(~np.isin(tiles.groups, cfg.test_sites))
+    return few_shot(pool, tiles.labels, cfg.shots, seed) if cfg.shots else pool
+
+
+def _brief(val: dict[str, Any] | None) -> dict[str, Any]:
+    if not val:
+        return {}
+    return {"val_balanced_accuracy": val["balanced_accuracy"], "val_roc_auc": val["roc_auc"]}
+
+
+def _best_epoch(history: list[list[dict[str, Any]]]) -> int:
+    """Epoch with the best mean validation balanced accuracy over folds (earliest on ties)."""
+    n = min(len(h) for h in history)
+    scores = [np.mean([h[e]["val_balanced_accuracy"] for h in history]) for e in range(n)]
+    return int(np.argmax(scores))
+
+
+def _final_metrics(tiles: TileSet, splits: list[Split], history: list[list[dict[str, Any]]],
+                   oof: dict[str, list[float]], model: SpurgeClassifier, trainer: Trainer,
+                   cross_val: bool) -> dict[str, Any]:
+    best = _best_epoch(history)
+    val_idx = np.concatenate([s.val for s in splits])
+    probs = np.concatenate([np.asarray(oof[f"{i}:{best}"]) for i in range(len(splits))])
+    y = tiles.labels[val_idx]
+    threshold = choose_threshold(y, probs)
+    val = classification_metrics(y, probs, threshold, tiles.groups[val_idx])
+    out: dict[str, Any] = {
+        "balanced_accuracy": val["balanced_accuracy"], "threshold": threshold,
+        "validation": val, "selection": "cross-validation by site" if cross_val else "validation sites",
+        "best_epoch": best, "folds": [s.name for s in splits], "history": history,
+        "_val_idx": val_idx, "_val_probs": probs,
+    }
+    test = splits[0].test
+    if len(test):
+        trainer.model = model
+        tprobs = trainer.predict(test)
+        out["test"] = classification_metrics(tiles.labels[test], tprobs, threshold, tiles.groups[test])
+    return out
+
+
+def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet, spec: Any, input_size: int,
+                   model: SpurgeClassifier, metrics: dict[str, Any], start: float,
+                   resumed: bool, work: Path) -> TrainResult:
+    out = inputs.out
+    cfg = config.train
+    meta = BundleMeta(
+        spurgemap_version=__version__, backbone=spec.name, backbone_weights=spec.weights,
+        input_size=input_size, mean=spec.mean, std=spec.std,
+        class_names=list(config.labels.class_names), tile_size_px=tiles.tile_px, gsd_m=tiles.gsd_m,
+        threshold=metrics["threshold"], mode=cfg.mode, training_config=config.model_dump(mode="json"),
+        tile_set=str(tiles.root), tile_set_hash=tiles.digest,
+        metrics={k: metrics[k] for k in ("balanced_accuracy", "threshold", "best_epoch", "selection")},
+    )
+    bundle = out / "model.spurge"
+    graph = tile_onnx(model.cpu().eval(), tiles.tile_px, input_size, list(spec.mean), list(spec.std))
+    meta_hash = save_bundle(bundle, model, meta, onnx=graph)
+    metrics["bundle_sha256"] = meta_hash
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    write_pictures(out, tiles, metrics)
+    public = {k: v for k, v in metrics.items() if not k.startswith("_")}
+    (out / "metrics.json").write_text(json.dumps(public, indent=2))
+    (out / "config.yaml").write_text(dump_config(config))
+    shutil.rmtree(work, ignore_errors=True)
+    return TrainResult(out, bundle, public, metrics["seconds"], resumed)
