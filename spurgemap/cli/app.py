@@ -61,6 +61,7 @@ def demo_data(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate synthetic drone orthomosaics, plots and a survey (the embedded demo data)."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.demo.pipeline import write_demo_data
 
     def go() -> None:
@@ -92,6 +93,7 @@ def tile(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Cut orthomosaics into plot-aligned tiles labelled from the botanists' survey."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.tile import TileInputs, run_tile
 
     def go() -> None:
@@ -140,6 +142,7 @@ def train(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a spurge / no-spurge classifier, validated on held-out sites."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.train import TrainInputs, run_train
 
     def go() -> None:
@@ -177,6 +180,7 @@ def predict(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Map leafy spurge over a whole orthomosaic: GeoTIFF, GeoJSON and GeoPackage layers for QGIS."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.predict import PredictInputs, run_predict
 
     def go() -> None:
@@ -199,6 +203,7 @@ def export(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write, for the Deepness QGIS plugin.")],
 ) -> None:
     """Export a bundle to ONNX with the metadata the Deepness QGIS plugin reads."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.predict.deepness import export_deepness
 
     def go() -> None:
@@ -219,6 +224,7 @@ def demo(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The main job on the embedded demo data: demo data -> tile -> train -> predict."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.demo.pipeline import run_demo
 
     def go() -> None:
@@ -245,6 +251,7 @@ def evaluate(
     set_: SetOpt = None,
 ) -> None:
     """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.evaluate import EvaluateInputs, run_evaluate
 
     def ints(text: str | None, name: str) -> list[int] | None:
@@ -276,6 +283,7 @@ def evaluate(
 @app.command()
 def info(path: Annotated[Path, typer.Argument(help="An orthomosaic, a tile set folder or a bundle.")]) -> None:
     """Print the essentials of an orthomosaic or a tile set."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.info import describe
 
     def go() -> None:

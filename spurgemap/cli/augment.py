@@ -18,6 +18,8 @@ from spurgemap.cli.options import (
     split_list,
     warn_tiny_model,
 )
+from spurgemap.core.errors import InputError
+from spurgemap.core.workdir import staged_dir
 
 
 class _DefaultRun(TyperGroup):
@@ -49,8 +51,6 @@ def _floats(text: str | None) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        from spurgemap.core.errors import InputError
-
         raise InputError(f"--strengths {text!r}: expected comma-separated numbers, e.g. 0.25,0.5,0.75,1.0") from None
 
 
@@ -90,6 +90,7 @@ def run(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate synthetic tiles from the real ones (learning class tokens first when needed)."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.augment.stage import AugmentInputs, run_augment
 
     def go() -> None:
@@ -130,6 +131,7 @@ def learn_tokens(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Learn one token per class (textual inversion) from training tiles only."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.augment.stage import TokenInputs, run_learn_tokens
 
     def go() -> None:
@@ -152,8 +154,8 @@ def tiny_model(
     seed: SeedOpt = None,
 ) -> None:
     """Write a tiny randomly initialised Stable Diffusion (for trying the mechanics without weights)."""
+    # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.augment.tiny import write_tiny_model
-    from spurgemap.core.workdir import staged_dir
 
     def go() -> None:
         with staged_dir(out_dir, overwrite=False) as tmp:

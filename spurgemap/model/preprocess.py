@@ -38,7 +38,7 @@ def d4_variants(images: np.ndarray) -> np.ndarray:
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 array -> (N, 3, H, W) uint8 tensor (a view, no copy when contiguous)."""
-    import torch
+    import torch  # deferred: see the module docstring
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
@@ -53,6 +53,7 @@ class Prep:
 
     def __call__(self, batch_u8: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> normalised float at the backbone's input size."""
+        # deferred: see the module docstring
         import torch
         import torch.nn.functional as F
 

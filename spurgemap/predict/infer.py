@@ -33,7 +33,7 @@ def _cuda_wanted(name: str) -> bool:
     has_driver = Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
     available = False
     if has_driver:
-        import torch
+        import torch  # deferred: CPU-only machines never load torch here
 
         available = torch.cuda.is_available()
     if name == "cuda" and not available:
