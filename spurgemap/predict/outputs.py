@@ -70,7 +70,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     spurge_m2 = float((cell_valid * (cls == 1)).sum() * cell_m2)
     hours = prov["seconds"] / 3600
     summary: dict[str, Any] = {
-        "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": str(inputs.model),
+        "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": prov["model"],
         "threshold": threshold, "backend": prov["backend"], "tile_size_px": grid.tile, "stride_px": grid.stride,
         "cells": int(has.sum()), "present_cells": int((cls == 1).sum()), "tiles_predicted": prov["tiles_predicted"],
         "mapped_area_ha": round(valid_m2 / 1e4, 4), "spurge_area_ha": round(spurge_m2 / 1e4, 4),
