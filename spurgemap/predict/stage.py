@@ -164,7 +164,8 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
         preview = (stream.preview.copy(), stream.preview_valid.copy())
     seconds = time.perf_counter() - start
     files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
-                                {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp, "model": str(bundle.path),
+                                {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
+                                 "model": str(bundle.path),
                                  "backend": backend, "seconds": seconds, "tiles_predicted": done})
     (inputs.out / "config.yaml").write_text(dump_config(config))
     shutil.rmtree(work, ignore_errors=True)
