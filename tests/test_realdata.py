@@ -1,11 +1,13 @@
 """`tile` against the real third-party rasters in ../shared/realdata: each is tiled or refused clearly.
 
 The folder sits beside the repository on the team's machines and in CI; without it these tests
-report themselves as skipped (visible with -ra), never pass silently.
+report themselves as skipped (counted at the end of the run), never pass silently; under CI
+(CI=true) a missing folder is an error.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,10 @@ import pytest
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real test data not found at {REALDATA}")
+if not REALDATA.is_dir():
+    if os.environ.get("CI"):  # CI always has shared/ beside the clone: a missing folder is a failure there
+        raise RuntimeError(f"CI is set but the real test data is missing at {REALDATA}")
+    pytestmark = pytest.mark.skip(reason=f"real test data not found at {REALDATA}")
 
 # file -> expected outcome: "tiled", or a fragment of the one-line refusal
 EXPECTED = {
