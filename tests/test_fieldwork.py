@@ -16,7 +16,7 @@ import rasterio
 import typer
 from affine import Affine
 from pyproj import Geod
-from shapely import Point, box
+from shapely import Point, Polygon, box
 from typer.testing import CliRunner
 
 from spurgemap.cli_fieldwork import register
@@ -240,3 +240,88 @@ def test_survey_plan_bad_inputs(maps, tmp_path):
     assert r.exit_code == 2 and "empty" in r.output and len(r.output.strip().splitlines()) == 1
     r = cli("survey-plan", maps, "--n", 0, "--out", tmp_path / "o")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------- zones
+
+
+def present_cells(pct: np.ndarray) -> list:
+    rr, cc = np.nonzero((pct != 255) & (pct >= THRESHOLD * 100))
+    return [box(X0 + c * CELL, Y0 - (r + 1) * CELL, X0 + (c + 1) * CELL, Y0 - r * CELL) for r, c in zip(rr, cc,
+                                                                                                      strict=True)]
+
+
+@pytest.mark.parametrize("buffer,simplify", [(1.0, 0.25), (0.0, 2.0)])
+def test_zones_cover_every_present_cell(maps, tmp_path, buffer, simplify):
+    res = run_zones(ZonesParams(buffer_m=buffer, simplify_m=simplify, rate_l_per_ha=100.0),
+                    ZonesInputs(maps, tmp_path / "z"))
+    gdf = gpd.read_file(res.files["gpkg"])
+    cells = present_cells(make_pct())
+    union = gdf.union_all()
+    assert all(union.covers(c) for c in cells)  # whole cells, so centroids too
+    assert all(union.contains(c.centroid) for c in cells)
+    present = gpd.GeoSeries(cells).union_all()
+    assert all(z.intersection(present).area > 0 for z in gdf.geometry)
+    assert len(gdf) == res.zones == res.summary["zones"] > 3
+    assert res.summary["present_cells_untreated"] == 0
+    assert np.allclose(gdf.area_m2, gdf.geometry.area, rtol=1e-3)  # ground m² ~ UTM m²
+    assert res.summary["treated_area_m2"] == pytest.approx(gdf.area_m2.sum(), abs=0.01)
+    assert res.summary["herbicide_l"] == pytest.approx(gdf.area_m2.sum() / 1e4 * 100, abs=1e-3)
+    mapped = (make_pct() != 255).sum() * CELL**2
+    assert res.summary["share_of_site"] == pytest.approx(gdf.area_m2.sum() / mapped, abs=2e-3)
+    pct = make_pct()
+    z = gdf.iloc[int(np.argmax(gdf.present_cells))]
+    inside = [pct[int((Y0 - c.centroid.y) // CELL), int((c.centroid.x - X0) // CELL)] / 100 for c in cells
+              if z.geometry.contains(c.centroid)]
+    assert z.present_cells == len(inside) and z.mean_prob == pytest.approx(np.mean(inside), abs=1e-4)
+    assert sum(gdf.present_cells) == len(cells)
+
+
+def test_zones_min_area_and_holes(maps, tmp_path):
+    lone = box(X0 + 33 * CELL, Y0 - 24 * CELL, X0 + 34 * CELL, Y0 - 23 * CELL)  # 5.5 x 5.5 m once buffered
+    res = run_zones(ZonesParams(min_area_m2=31.0), ZonesInputs(maps, tmp_path / "z"))
+    gdf = gpd.read_file(res.files["gpkg"])
+    assert not gdf.union_all().intersects(lone)
+    pct = make_pct()
+    pres = np.pad((pct != 255) & (pct >= THRESHOLD * 100), 1)
+    neighbours = sum(np.roll(np.roll(pres, dr, 0), dc, 1) for dr in (-1, 0, 1) for dc in (-1, 0, 1)) - pres
+    singles = pres & (neighbours == 0)  # one-cell zones: 30.25 m² once buffered, everything else is larger
+    assert singles[24, 34] and res.summary["present_cells_untreated"] == singles.sum() >= 1
+    uncovered = [c for c in present_cells(pct) if not gdf.union_all().covers(c)]
+    assert len(uncovered) == singles.sum()
+    assert (gdf.area_m2 >= 31.0).all()
+    assert all(Polygon(ring).area >= 31.0 for g in gdf.geometry for p in g.geoms for ring in p.interiors)
+    small = run_zones(ZonesParams(min_area_m2=29.0), ZonesInputs(maps, tmp_path / "z2"))
+    assert gpd.read_file(small.files["gpkg"]).union_all().covers(lone) and small.zones == res.zones + singles.sum()
+
+
+def test_zones_fill_holes_under_min_area(tmp_path):
+    pct = np.full((7, 7), 10, np.uint8)
+    pct[1:6, 1:6] = 90
+    pct[3, 3] = 10  # a 1.5 x 1.5 m hole once the ring around it is buffered by 1 m
+    maps = write_maps(tmp_path / "m", pct)
+    holes = []
+    for min_area in (2.0, 2.5):
+        res = run_zones(ZonesParams(min_area_m2=min_area), ZonesInputs(maps, tmp_path / f"z{min_area}"))
+        (zone,) = gpd.read_file(res.files["gpkg"]).geometry
+        holes.append([Polygon(r).area for p in zone.geoms for r in p.interiors])
+    assert holes[0] == [pytest.approx(2.25, rel=2e-3)] and holes[1] == []
+
+
+def test_zones_sprayer_and_google_earth_files(maps, tmp_path):
+    res = run_zones(ZonesParams(rate_l_per_ha=150.0), ZonesInputs(maps, tmp_path / "z"))
+    info = pyogrio.read_info(res.files["shp"])
+    fields = dict(zip(info["fields"], info["dtypes"], strict=True))
+    assert fields["RATE"] in ("float64", "int64") and all(len(f) <= 10 for f in fields)
+    assert res.files["shp"].with_suffix(".prj").exists()
+    shp = gpd.read_file(res.files["shp"])
+    assert shp.crs.to_epsg() == 32612 and (shp.RATE == 150.0).all() and len(shp) == res.zones
+    kml = pyogrio.read_dataframe(res.files["kml"])
+    assert kml.crs.to_epsg() == 4326 and len(kml) == res.zones
+    expected = gpd.read_file(res.files["gpkg"]).to_crs(4326).total_bounds
+    assert np.allclose(kml.total_bounds, expected, atol=1e-7)
+    rows = pd.read_csv(res.files["summary_csv"])
+    assert rows.scope.iloc[0] == "site" and (rows.scope == "zone").sum() == res.zones
+    assert res.files["qml"].exists() and res.files["preview"].stat().st_size > 1000
+    r = cli("zones", maps, "--out", tmp_path / "z", "--rate", "-1")
+    assert r.exit_code == 2 and "--rate" in r.output and len(r.output.strip().splitlines()) == 1
