@@ -325,3 +325,111 @@ def test_zones_sprayer_and_google_earth_files(maps, tmp_path):
     assert res.files["qml"].exists() and res.files["preview"].stat().st_size > 1000
     r = cli("zones", maps, "--out", tmp_path / "z", "--rate", "-1")
     assert r.exit_code == 2 and "--rate" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------- change
+
+ROW_SHIFT, COL_SHIFT = 2, -3  # after cell (i, j) lies on before cell (i + 2, j - 3)
+
+
+def after_map(folder: Path, frac: tuple[float, float], seed: int = 1) -> tuple[Path, np.ndarray, list, list]:
+    """The before map on another grid (offset by ``frac`` of a cell, other extent) with known flips."""
+    before = make_pct()
+    ha, wa = H + 1, W - 1
+    pct = np.full((ha, wa), 255, np.uint8)
+    for i in range(ha):
+        for j in range(wa):
+            r, c = i + ROW_SHIFT, j + COL_SHIFT
+            if 0 <= r < H and 0 <= c < W:
+                pct[i, j] = before[r, c]
+    pct[10, 10:14] = 255  # a gap in the after flight
+    common = [(i + ROW_SHIFT, j + COL_SHIFT) for i in range(ha) for j in range(wa) if pct[i, j] != 255]
+    rng = np.random.default_rng(seed)
+    absent = [rc for rc in common if before[rc] < THRESHOLD * 100]
+    present = [rc for rc in common if before[rc] >= THRESHOLD * 100]
+    new = [absent[k] for k in rng.choice(len(absent), 7, replace=False)]
+    gone = [present[k] for k in rng.choice(len(present), 5, replace=False)]
+    for (r, c), value in [*((rc, 80) for rc in new), *((rc, 10) for rc in gone)]:
+        pct[r - ROW_SHIFT, c - COL_SHIFT] = value
+    t = Affine(CELL, 0, X0 + (COL_SHIFT + frac[0]) * CELL, 0, -CELL, Y0 - (ROW_SHIFT + frac[1]) * CELL)
+    return write_maps(folder, pct, "after", t), pct, new, gone
+
+
+def expected_change(after_pct: np.ndarray) -> np.ndarray:
+    before = make_pct()
+    out = np.full((H, W), 255, np.uint8)
+    for r in range(H):
+        for c in range(W):
+            i, j = r - ROW_SHIFT, c - COL_SHIFT
+            if not (0 <= i < after_pct.shape[0] and 0 <= j < after_pct.shape[1]):
+                continue
+            if before[r, c] == 255 or after_pct[i, j] == 255:
+                continue
+            b, a = before[r, c] >= THRESHOLD * 100, after_pct[i, j] >= THRESHOLD * 100
+            out[r, c] = {(0, 0): 0, (0, 1): 1, (1, 0): 2, (1, 1): 3}[(int(b), int(a))]
+    return out
+
+
+def test_change_counts_areas_and_files(maps, tmp_path, caplog):
+    after, apct, _, _ = after_map(tmp_path / "after", (0.1, 0.15))
+    plots = tmp_path / "plots.geojson"
+    plot = box(X0 + 5 * CELL, Y0 - 20 * CELL, X0 + 25 * CELL, Y0 - 5 * CELL)  # rows 5..19, cols 5..24
+    gpd.GeoDataFrame({"site_id": ["s"], "plot_id": ["p1"]}, geometry=[plot], crs=UTM).to_file(plots)
+    with caplog.at_level(logging.WARNING):
+        res = run_change(ChangeParams(), ChangeInputs(maps, after, tmp_path / "c", plots))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    expected = expected_change(apct)
+    with rasterio.open(res.files["tif"]) as src:
+        got = src.read(1)
+        assert src.nodata == 255 and src.colormap(1)[1][:3] == (230, 0, 126)
+    assert np.array_equal(got, expected)
+    assert res.counts["new"] == 7 and res.counts["gone"] == 5
+    assert res.counts["persisting"] == (expected == 3).sum() and res.counts["absent"] == (expected == 0).sum()
+    s = res.summary
+    k = 1 / s["classes"]["new"]["area_m2"] * 7 * CELL**2  # UTM scale factor: ground m² vs grid m²
+    assert k == pytest.approx(1, abs=1e-3)
+    assert s["classes"]["gone"]["area_m2"] == pytest.approx(5 * CELL**2 / k, abs=1e-3)
+    assert s["classes"]["new"]["area_ha"] == pytest.approx(7 * CELL**2 / k / 1e4, abs=1e-6)
+    assert s["net_spread_m2"] == pytest.approx(2 * CELL**2 / k, abs=1e-2)
+    before_present = (res.counts["gone"] + res.counts["persisting"]) * CELL**2 / k
+    assert s["net_spread_relative"] == pytest.approx(2 * CELL**2 / k / before_present, abs=1e-4)
+    (p,) = s["plots"]
+    sub = expected[5:20, 5:25]
+    for value, name in ((1, "new"), (2, "gone"), (3, "persisting")):
+        assert p["classes"][name]["area_m2"] == pytest.approx((sub == value).sum() * CELL**2 / k, abs=1e-2)
+    polys = gpd.read_file(res.files["gpkg"])
+    for value, name in ((1, "new"), (2, "gone"), (3, "persisting")):
+        assert polys[polys.change_class == value].geometry.area.sum() == pytest.approx((expected == value).sum()
+                                                                                      * CELL**2)
+        assert (polys[polys.change_class == value].change == name).all()
+    rows = pd.read_csv(res.files["summary_csv"])
+    assert set(rows.scope) == {"site", "plot"}
+    assert res.files["tif_qml"].exists() and res.files["preview"].stat().st_size > 1000
+
+
+def test_change_warns_on_offset_and_resolution(maps, tmp_path, caplog):
+    after, apct, _, _ = after_map(tmp_path / "after", (0.3, 0.0))
+    with caplog.at_level(logging.WARNING):
+        res = run_change(ChangeParams(), ChangeInputs(maps, after, tmp_path / "c"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "offset 0.30" in warnings[0].getMessage()
+    assert np.array_equal(rasterio.open(res.files["tif"]).read(1), expected_change(apct))  # still nearest
+    caplog.clear()
+    coarse = write_maps(tmp_path / "coarse", make_pct(), transform=Affine(CELL * 1.1, 0, X0, 0, -CELL * 1.1, Y0))
+    with caplog.at_level(logging.WARNING):
+        run_change(ChangeParams(), ChangeInputs(maps, coarse, tmp_path / "c2"))
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_change_refuses_other_sites_and_bad_folders(maps, tmp_path):
+    far = write_maps(tmp_path / "far", make_pct(), transform=Affine(CELL, 0, X0 + 5000, 0, -CELL, Y0))
+    with pytest.raises(InputError, match="does not overlap") as exc:
+        run_change(ChangeParams(), ChangeInputs(maps, far, tmp_path / "c"))
+    assert "site_prob.tif" in str(exc.value)
+    local = 'LOCAL_CS["site grid",LOCAL_DATUM["none",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
+    odd = write_maps(tmp_path / "odd", make_pct(), crs=local)
+    with pytest.raises(InputError, match="cannot be matched"):
+        run_change(ChangeParams(), ChangeInputs(maps, odd, tmp_path / "c"))
+    r = cli("change", maps, tmp_path / "nothing", "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "nothing" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
