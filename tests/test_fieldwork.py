@@ -371,7 +371,7 @@ def expected_change(after_pct: np.ndarray) -> np.ndarray:
 
 
 def test_change_counts_areas_and_files(maps, tmp_path, caplog):
-    after, apct, _, _ = after_map(tmp_path / "after", (0.1, 0.15))
+    after, apct, new, gone = after_map(tmp_path / "after", (0.1, 0.15))
     plots = tmp_path / "plots.geojson"
     plot = box(X0 + 5 * CELL, Y0 - 20 * CELL, X0 + 25 * CELL, Y0 - 5 * CELL)  # rows 5..19, cols 5..24
     gpd.GeoDataFrame({"site_id": ["s"], "plot_id": ["p1"]}, geometry=[plot], crs=UTM).to_file(plots)
@@ -384,6 +384,8 @@ def test_change_counts_areas_and_files(maps, tmp_path, caplog):
         assert src.nodata == 255 and src.colormap(1)[1][:3] == (230, 0, 126)
     assert np.array_equal(got, expected)
     assert res.counts["new"] == 7 and res.counts["gone"] == 5
+    assert set(zip(*np.nonzero(got == 1), strict=True)) == set(new)
+    assert set(zip(*np.nonzero(got == 2), strict=True)) == set(gone)
     assert res.counts["persisting"] == (expected == 3).sum() and res.counts["absent"] == (expected == 0).sum()
     s = res.summary
     k = 1 / s["classes"]["new"]["area_m2"] * 7 * CELL**2  # UTM scale factor: ground m² vs grid m²
@@ -433,3 +435,15 @@ def test_change_refuses_other_sites_and_bad_folders(maps, tmp_path):
     r = cli("change", maps, tmp_path / "nothing", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "nothing" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_nearest_cell_and_grid_mismatch():
+    from spurgemap.fieldwork.change import grid_mismatch, sample_nearest
+
+    t = Affine(2.0, 0, 100.0, 0, -2.0, 50.0)
+    values = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    xs = np.array([100.1, 101.9, 102.0, 107.9, 99.9, 108.0, 100.5])
+    ys = np.array([49.9, 48.1, 48.0, 44.1, 49.0, 49.0, 43.9])
+    assert sample_nearest(values, t, xs, ys).tolist() == [0, 0, 5, 11, 255, 255, 255]
+    assert grid_mismatch(t, Affine(2.0, 0, 100.0 + 2 * 0.7, 0, -2.0, 50.0 - 2 * 3.1)) == pytest.approx((0.3, 0.0))
+    assert grid_mismatch(t, Affine(2.2, 0, 100.0, 0, -2.0, 50.0))[1] == pytest.approx(0.1)
