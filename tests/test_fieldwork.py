@@ -399,7 +399,9 @@ def test_change_counts_areas_and_files(maps, tmp_path, caplog):
     sub = expected[5:20, 5:25]
     for value, name in ((1, "new"), (2, "gone"), (3, "persisting")):
         assert p["classes"][name]["area_m2"] == pytest.approx((sub == value).sum() * CELL**2 / k, abs=1e-2)
-    polys = gpd.read_file(res.files["gpkg"])
+    polys = gpd.read_file(res.files["gpkg"], layer="change")
+    styles = pyogrio.read_dataframe(res.files["gpkg"], layer="layer_styles", read_geometry=False)
+    assert styles.useAsDefault.tolist() == [1] and "categorizedSymbol" in styles.styleQML[0]
     for value, name in ((1, "new"), (2, "gone"), (3, "persisting")):
         assert polys[polys.change_class == value].geometry.area.sum() == pytest.approx((expected == value).sum()
                                                                                       * CELL**2)

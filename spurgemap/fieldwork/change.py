@@ -180,8 +180,9 @@ def run_change(params: ChangeParams, inputs: ChangeInputs) -> ChangeResult:
                              "area_ha": round(area / 1e4, 6)})
         table = pd.DataFrame(rows, columns=["change_class", "change", "area_m2", "area_ha"])
         io.write_vector(files["gpkg"], table, geoms_out, b.crs_wkt, layer="change", geometry_type="MultiPolygon")
-        # QGIS loads <file>.qml for change.tif; the vector's style is offered beside it by name
+        # change.qml belongs to change.tif: the vector's default style lives inside the GeoPackage
         files["gpkg_qml"].write_text(change_vector_qml(), encoding="utf-8")
+        io.embed_style(files["gpkg"], "change", change_vector_qml(), "change classes")
         files["summary_json"].write_text(json.dumps(summary, indent=2))
         io.write_rows(files["summary_csv"], _csv_rows(summary),
                       ["scope", "site_id", "plot_id", "change", "cells", "area_m2", "area_ha"])

@@ -214,3 +214,30 @@ def write_class_raster(path: Path, data: np.ndarray, transform: Affine, crs_wkt:
     write_cog(path, data.astype(np.uint8), transform, crs_wkt, NODATA, tags, colormap=colormap,
               overview_resampling="nearest", description=description)
     return path
+
+
+def embed_style(gpkg: Path, layer: str, qml: str, name: str) -> None:
+    """Store a default style in the GeoPackage's ``layer_styles`` table, as QGIS does itself.
+
+    Why: QGIS prefers it over a sidecar ``.qml``, so a vector can be styled even when its sidecar name
+    is taken (``change.qml`` belongs to ``change.tif``).
+    """
+    import sqlite3
+
+    con = sqlite3.connect(gpkg)
+    try:
+        geom_col = con.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?",
+                               (layer,)).fetchone()[0]
+        con.execute("CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                    "f_table_catalog TEXT(256), f_table_schema TEXT(256), f_table_name TEXT(256), "
+                    "f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT, "
+                    "useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30), update_time DATETIME)")
+        con.execute("INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier) "
+                    "VALUES ('layer_styles', 'attributes', 'layer_styles')")
+        con.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+                    "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
+                    "VALUES ('', '', ?, ?, ?, ?, '', 1, 'spurgemap', '', NULL, '2000-01-01T00:00:00Z')",
+                    (layer, geom_col, name, qml))
+        con.commit()
+    finally:
+        con.close()
