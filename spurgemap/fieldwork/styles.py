@@ -73,11 +73,23 @@ def _labels(root: ET.Element, field_name: str) -> None:
 
 
 def visits_vector_qml() -> str:
-    """Points coloured by why they are visited, labelled with the visit number."""
+    """Points coloured by why they are visited, labelled with the visit number.
+
+    Rule-based with an ELSE rule and labels on ``name``: the same ``visits.qml`` is the default style of
+    ``visits.gpkg`` and of ``visits.gpx`` (whose waypoints have a name but no reason), and both draw.
+    """
     root = _root("vector")
-    cats = [(k, v[0]) for k, v in VISIT_REASONS.items()]
-    _categorized(root, "reason", cats, "marker", [v[1] for v in VISIT_REASONS.values()])
-    _labels(root, "visit")
+    renderer = ET.SubElement(root, "renderer-v2", {"type": "RuleRenderer", "symbollevels": "0", "forceraster": "0",
+                                                   "enableorderby": "0", "referencescale": "-1"})
+    rules = ET.SubElement(renderer, "rules", {"key": "{7b1f0c2e-0000-4000-8000-000000000000}"})
+    symbols = ET.SubElement(renderer, "symbols")
+    entries = [(f"\"reason\" = '{k}'", label, rgba) for k, (label, rgba) in VISIT_REASONS.items()]
+    entries.append(("ELSE", "visit", (255, 160, 0, 255)))
+    for i, (expr, label, rgba) in enumerate(entries):
+        ET.SubElement(rules, "rule", {"key": f"{{7b1f0c2e-0000-4000-8000-00000000000{i + 1}}}", "symbol": str(i),
+                                      "label": label, "filter": expr})
+        _marker(symbols, str(i), rgba)
+    _labels(root, "name")
     _tail(root, {"visit": "visit (walking order)", "probability": "leafy spurge probability"}, 0)
     return _tostring(root)
 

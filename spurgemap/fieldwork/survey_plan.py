@@ -229,7 +229,7 @@ def run_survey_plan(params: SurveyPlanParams, inputs: SurveyPlanInputs) -> Surve
     site = safe_id(m.name) or "site"
     lon, lat = io.transform_xy(x[order], y[order], m.crs_wkt, "EPSG:4326", str(m.prob_path))
     table = pd.DataFrame({
-        "visit": np.arange(1, len(order) + 1), "site_id": site,
+        "visit": np.arange(1, len(order) + 1), "name": [str(i) for i in range(1, len(order) + 1)], "site_id": site,
         "plot_id": [f"v{i:03d}" for i in range(1, len(order) + 1)],
         "cell_id": [f"r{r}c{c}" for r, c in zip(sel.rows[order], sel.cols[order], strict=True)],
         "row": sel.rows[order], "col": sel.cols[order],
