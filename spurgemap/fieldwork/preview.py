@@ -48,12 +48,15 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def visits_preview(path: Path, pct: np.ndarray, transform: Affine, x: np.ndarray, y: np.ndarray,
-                   start: np.ndarray, name: str) -> None:
+                   start: np.ndarray, name: str, reasons: Sequence[str]) -> None:
     fig, ax = _figure(pct.shape)
     im = _prob(ax, pct, transform)
     fig.colorbar(im, ax=ax, label="leafy spurge probability (%)", shrink=0.8)
     ax.plot(np.r_[start[0], x], np.r_[start[1], y], "-", color="#333333", lw=1)
-    ax.plot(x, y, "o", color="#ffa000", mec="white", ms=6)
+    for reason, colour in (("uncertain", "#ffa000"), ("random", "#006edc")):
+        pick = np.asarray([r == reason for r in reasons], bool)
+        ax.plot(x[pick], y[pick], "o", color=colour, mec="white", ms=6, label=reason)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.06), ncol=2)
     ax.plot(start[0], start[1], "k^", ms=7)
     for i, (a, b) in enumerate(zip(x, y, strict=True), 1):
         ax.annotate(str(i), (a, b), xytext=(3, 3), textcoords="offset points", fontsize=7)

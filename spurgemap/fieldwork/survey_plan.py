@@ -263,7 +263,8 @@ def run_survey_plan(params: SurveyPlanParams, inputs: SurveyPlanInputs) -> Surve
         io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), csv_cols)
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
-        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name)
+        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
+                       list(table.reason))
     files = {k: Path(inputs.out) / v.name for k, v in files.items()}
     return SurveyPlanResult(Path(inputs.out), files, len(order), length, summary)
 
