@@ -1,0 +1,152 @@
+"""`spurgemap zones`: spot-spray treatment zones from the present cells of a map.
+
+Present cells are dissolved and buffered (GNSS and boom error), slivers of holes and specks of
+zones below the minimum area are dropped, and outlines are simplified for sprayer terminals, which
+choke on thousands of vertices. Simplification never uncovers a present cell: the simplified
+zones are unioned with the present cells themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from shapely import Polygon, contains_xy, get_parts, union_all
+from shapely.geometry.base import BaseGeometry
+
+from spurgemap.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ZonesParams:
+    buffer_m: float = 1.0
+    min_area_m2: float = 1.0
+    simplify_m: float = 0.25
+    rate_l_per_ha: float | None = None  # herbicide rate; without it RATE is 1 (on/off section control)
+
+
+@dataclass
+class ZonesInputs:
+    maps: Path
+    out: Path
+    name: str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ZonesResult:
+    out: Path
+    files: dict[str, Path]
+    zones: int
+    treated_area_m2: float
+    summary: dict[str, Any]
+
+
+def _fill_small_holes(geom: BaseGeometry, min_area: float) -> list[Polygon]:
+    out = []
+    for poly in get_parts(geom):
+        if isinstance(poly, Polygon) and not poly.is_empty:
+            keep = [ring for ring in poly.interiors if Polygon(ring).area >= min_area]
+            out.append(Polygon(poly.exterior, keep))
+    return out
+
+
+def make_zones(present: list[BaseGeometry], buffer: float, min_area: float, simplify: float) -> list[Polygon]:
+    """Zones in map units (buffer and simplify in map units, min_area in map units²), west to east."""
+    if not present:
+        return []
+    cover = union_all(present)
+    grown = cover.buffer(buffer, quad_segs=4, join_style="mitre", mitre_limit=2.0) if buffer > 0 else cover
+    filled = union_all(_fill_small_holes(grown, min_area))
+    if simplify > 0:
+        filled = union_all([filled.simplify(simplify, preserve_topology=True), cover])
+    zones = [p for p in _fill_small_holes(filled, min_area) if p.area >= min_area]
+    return sorted(zones, key=lambda p: (p.bounds[0], -p.bounds[3]))
+
+
+def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.ndarray, units_per_m: float,
+               rate: float | None) -> pd.DataFrame:
+    """Area, perimeter, mean probability of the present cells inside, rate and volume per zone."""
+    rows = []
+    for i, z in enumerate(zones, 1):
+        inside = contains_xy(z, cx, cy)
+        area = z.area / units_per_m**2
+        rows.append({"zone_id": i, "area_m2": round(area, 3), "area_ha": round(area / 1e4, 6),
+                     "perimeter_m": round(z.length / units_per_m, 3), "present_cells": int(inside.sum()),
+                     "mean_prob": round(float(prob[inside].mean()), 4) if inside.any() else 0.0,
+                     "rate": rate if rate is not None else 1.0,
+                     "volume_l": round(area / 1e4 * rate, 4) if rate is not None else None})
+    cols = ["zone_id", "area_m2", "area_ha", "perimeter_m", "present_cells", "mean_prob", "rate", "volume_l"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def run_zones(params: ZonesParams, inputs: ZonesInputs) -> ZonesResult:
+    from spurgemap.fieldwork.preview import zones_preview
+    from spurgemap.fieldwork.styles import zones_vector_qml
+    from spurgemap.geo import fieldwork_io as io
+    from spurgemap.geo.fieldwork_io import write_rows
+    from spurgemap.outputs import check_target, staged_dir
+
+    for opt, value in (("--buffer", params.buffer_m), ("--min-area", params.min_area_m2),
+                       ("--simplify", params.simplify_m)):
+        if value < 0:
+            raise InputError(f"{opt} {value:g}: must be >= 0")
+    if params.rate_l_per_ha is not None and params.rate_l_per_ha <= 0:
+        raise InputError(f"--rate {params.rate_l_per_ha:g}: litres per hectare must be > 0")
+    check_target(Path(inputs.out), inputs.overwrite)
+    m = io.read_map(inputs.maps, inputs.name)
+    upm = m.units_per_m
+    present = m.cls == 1
+    zones = make_zones(io.mask_polygons(present, m.transform), params.buffer_m * upm, params.min_area_m2 * upm**2,
+                       params.simplify_m * upm)
+    rr, cc = np.nonzero(present)
+    cx = m.transform.c + (cc + 0.5) * m.transform.a
+    cy = m.transform.f + (rr + 0.5) * m.transform.e
+    table = zone_table(zones, cx, cy, m.pct[rr, cc] / 100, upm, params.rate_l_per_ha)
+    covered = contains_xy(union_all(zones), cx, cy) if zones else np.zeros(len(cx), bool)
+    if (~covered).any():
+        log.warning("%d present cells lie in zones under --min-area %g m² and are not treated",
+                    int((~covered).sum()), params.min_area_m2)
+    cell_m2 = abs(m.transform.a * m.transform.e) / upm**2
+    site_m2 = float(m.valid.sum() * cell_m2)
+    treated = float(table.area_m2.sum())
+    summary: dict[str, Any] = {
+        "map": str(m.prob_path), "threshold": m.threshold, "zones": len(zones),
+        "treated_area_m2": round(treated, 3), "treated_area_ha": round(treated / 1e4, 6),
+        "mapped_area_m2": round(site_m2, 3), "share_of_site": round(treated / site_m2, 4) if site_m2 else 0.0,
+        "present_cells": int(present.sum()), "present_cells_untreated": int((~covered).sum()),
+        "rate_l_per_ha": params.rate_l_per_ha, "rate_field": "L/ha" if params.rate_l_per_ha else "1 = spray (on/off)",
+        "herbicide_l": round(treated / 1e4 * params.rate_l_per_ha, 3) if params.rate_l_per_ha else None,
+        "parameters": asdict(params),
+    }
+    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
+        files = {"gpkg": tmp / "zones.gpkg", "shp": tmp / "zones.shp", "kml": tmp / "zones.kml",
+                 "qml": tmp / "zones.qml", "summary_json": tmp / "zones_summary.json",
+                 "summary_csv": tmp / "zones_summary.csv", "preview": tmp / "preview.png"}
+        io.write_vector(files["gpkg"], table, zones, m.crs_wkt, layer="zones", geometry_type="MultiPolygon")
+        shp = pd.DataFrame({"ZONE_ID": table.zone_id, "AREA_M2": table.area_m2, "PERIM_M": table.perimeter_m,
+                            "MEANPROB": table.mean_prob, "RATE": table.rate.astype(float),
+                            "VOL_L": table.volume_l.astype(float).fillna(0.0)})
+        io.write_vector(files["shp"], shp, zones, m.crs_wkt, driver="ESRI Shapefile", geometry_type="Polygon")
+        kml = pd.DataFrame({"Name": [f"zone {i}" for i in table.zone_id],
+                            "Description": [f"{a:.1f} m², mean probability {p:.2f}"
+                                            for a, p in zip(table.area_m2, table.mean_prob, strict=True)]})
+        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver=io.kml_driver(), to_wgs84=True)
+        files["qml"].write_text(zones_vector_qml(), encoding="utf-8")
+        files["summary_json"].write_text(json.dumps({**summary, "zone_list": table.to_dict("records")}, indent=2))
+        site_row = {"scope": "site", "zone_id": "", "area_m2": summary["treated_area_m2"],
+                    "area_ha": summary["treated_area_ha"], "share_of_site": summary["share_of_site"],
+                    "volume_l": summary["herbicide_l"]}
+        write_rows(files["summary_csv"], [site_row, *table.assign(scope="zone").to_dict("records")],
+                   ["scope", "zone_id", "area_m2", "area_ha", "perimeter_m", "present_cells", "mean_prob",
+                    "share_of_site", "rate", "volume_l"])
+        zones_preview(files["preview"], m.pct, m.transform, zones, m.name)
+    files = {k: Path(inputs.out) / v.name for k, v in files.items()}
+    return ZonesResult(Path(inputs.out), files, len(zones), treated, summary)
