@@ -19,8 +19,8 @@ from pyproj import Geod
 from shapely import Point, Polygon, box
 from typer.testing import CliRunner
 
-from spurgemap.cli_fieldwork import register
-from spurgemap.errors import InputError
+from spurgemap.cli.fieldwork import register
+from spurgemap.core.errors import InputError
 from spurgemap.fieldwork import (
     ChangeInputs,
     ChangeParams,
@@ -185,7 +185,7 @@ def test_route_is_a_short_permutation(plan):
 
 def test_gpx_and_csv_close_the_survey_loop(plan, cfg):
     from spurgemap.geo.vector import read_plots
-    from spurgemap.survey import survey_from_frame
+    from spurgemap.tile.survey import survey_from_frame
 
     _, res, _ = plan
     gdf = gpd.read_file(res.files["gpkg"])

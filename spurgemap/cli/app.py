@@ -298,9 +298,11 @@ def version() -> None:
     out.print(__version__)
 
 
-from spurgemap.cli.augment import augment_app  # noqa: E402  (registered after the shared helpers
+from spurgemap.cli.augment import augment_app  # noqa: E402  (sub-apps register after the commands above
+from spurgemap.cli.fieldwork import register as register_fieldwork  # noqa: E402  so --help lists them last)
 
 app.add_typer(augment_app, name="augment")
+register_fieldwork(app)
 
 
 def run() -> None:  # console-script entry point

@@ -19,7 +19,11 @@ from affine import Affine
 from shapely import union_all
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.preview import change_preview
+from spurgemap.fieldwork.styles import CHANGE_CLASSES, change_raster_qml, change_vector_qml
+from spurgemap.geo import fieldwork_io as io
 
 log = logging.getLogger(__name__)
 NODATA = 255
@@ -123,10 +127,6 @@ def per_plot(geoms: list[BaseGeometry], labels: list[str], polys: dict[int, list
 
 
 def run_change(params: ChangeParams, inputs: ChangeInputs) -> ChangeResult:
-    from spurgemap.fieldwork.preview import change_preview
-    from spurgemap.fieldwork.styles import CHANGE_CLASSES, change_raster_qml, change_vector_qml
-    from spurgemap.geo import fieldwork_io as io
-    from spurgemap.outputs import check_target, staged_dir
 
     check_target(Path(inputs.out), inputs.overwrite)
     b = io.read_map(inputs.before, inputs.before_name)

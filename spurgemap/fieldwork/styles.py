@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from spurgemap.predict.styles import RGBA, _csv, _fill_symbol, _hex, _option_map, _raster_pipe, _root, _tostring
+from spurgemap.predict.styles import (
+    RGBA,
+    csv_color,
+    fill_symbol,
+    hex_color,
+    option_map,
+    qml_root,
+    qml_string,
+    raster_pipe,
+)
 
 CHANGE_CLASSES: dict[int, tuple[str, RGBA]] = {
     0: ("absent in both", (200, 200, 200, 60)),
@@ -39,7 +48,7 @@ def _marker(parent: ET.Element, name: str, fill: RGBA) -> None:
     symbol = ET.SubElement(parent, "symbol", {"name": name, "type": "marker", "alpha": "1",
                                               "clip_to_extent": "1", "force_rhr": "0"})
     layer = ET.SubElement(symbol, "layer", {"class": "SimpleMarker", "enabled": "1", "pass": "0", "locked": "0"})
-    _option_map(layer, {"name": "circle", "color": _csv(fill), "outline_color": "255,255,255,255",
+    option_map(layer, {"name": "circle", "color": csv_color(fill), "outline_color": "255,255,255,255",
                         "outline_style": "solid", "outline_width": "0.4", "outline_width_unit": "MM",
                         "size": "3.2", "size_unit": "MM", "angle": "0", "offset": "0,0", "offset_unit": "MM"})
 
@@ -56,7 +65,7 @@ def _categorized(root: ET.Element, attr: str, cats: list[tuple[str, str]], kind:
         if kind == "marker":
             _marker(symbols, str(i), rgba)
         else:
-            _fill_symbol(symbols, str(i), rgba, (rgba[0], rgba[1], rgba[2], 255), 0.3)
+            fill_symbol(symbols, str(i), rgba, (rgba[0], rgba[1], rgba[2], 255), 0.3)
 
 
 def _labels(root: ET.Element, field_name: str) -> None:
@@ -78,7 +87,7 @@ def visits_vector_qml() -> str:
     Rule-based with an ELSE rule and labels on ``name``: the same ``visits.qml`` is the default style of
     ``visits.gpkg`` and of ``visits.gpx`` (whose waypoints have a name but no reason), and both draw.
     """
-    root = _root("vector")
+    root = qml_root("vector")
     renderer = ET.SubElement(root, "renderer-v2", {"type": "RuleRenderer", "symbollevels": "0", "forceraster": "0",
                                                    "enableorderby": "0", "referencescale": "-1"})
     rules = ET.SubElement(renderer, "rules", {"key": "{7b1f0c2e-0000-4000-8000-000000000000}"})
@@ -91,37 +100,37 @@ def visits_vector_qml() -> str:
         _marker(symbols, str(i), rgba)
     _labels(root, "name")
     _tail(root, {"visit": "visit (walking order)", "probability": "leafy spurge probability"}, 0)
-    return _tostring(root)
+    return qml_string(root)
 
 
 def zones_vector_qml() -> str:
-    root = _root("vector")
+    root = qml_root("vector")
     renderer = ET.SubElement(root, "renderer-v2", {"type": "RuleRenderer", "symbollevels": "0", "forceraster": "0",
                                                    "enableorderby": "0", "referencescale": "-1"})
     rules = ET.SubElement(renderer, "rules", {"key": "{5a0e7c1e-0000-4000-8000-000000000000}"})
     ET.SubElement(rules, "rule", {"key": "{5a0e7c1e-0000-4000-8000-000000000001}", "symbol": "0",
                                   "label": "treatment zone (spot spray)"})
     symbols = ET.SubElement(renderer, "symbols")
-    _fill_symbol(symbols, "0", ZONE_FILL, ZONE_OUTLINE, 0.5)
+    fill_symbol(symbols, "0", ZONE_FILL, ZONE_OUTLINE, 0.5)
     _tail(root, {"area_m2": "area (m²)", "perimeter_m": "perimeter (m)", "mean_prob": "mean probability",
                  "rate": "rate", "volume_l": "herbicide (L)"}, 2)
-    return _tostring(root)
+    return qml_string(root)
 
 
 def change_raster_qml() -> str:
-    root = _root("raster")
-    renderer = _raster_pipe(root, "paletted", {})
+    root = qml_root("raster")
+    renderer = raster_pipe(root, "paletted", {})
     palette = ET.SubElement(renderer, "colorPalette")
     for value, (label, rgba) in CHANGE_CLASSES.items():
-        ET.SubElement(palette, "paletteEntry", {"value": str(value), "label": label, "color": _hex(rgba),
+        ET.SubElement(palette, "paletteEntry", {"value": str(value), "label": label, "color": hex_color(rgba),
                                                 "alpha": str(rgba[3])})
-    return _tostring(root)
+    return qml_string(root)
 
 
 def change_vector_qml() -> str:
-    root = _root("vector")
+    root = qml_root("vector")
     shown = {k: v for k, v in CHANGE_CLASSES.items() if k}
     _categorized(root, "change_class", [(str(k), v[0]) for k, v in shown.items()], "fill",
                  [(r, g, b, 150) for _, (r, g, b, _a) in shown.values()])
     _tail(root, {"change_class": "change class", "change": "change", "area_m2": "area (m²)"}, 2)
-    return _tostring(root)
+    return qml_string(root)

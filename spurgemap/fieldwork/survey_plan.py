@@ -21,8 +21,13 @@ from affine import Affine
 from shapely import STRtree, box, points
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.core.ids import safe_id
+from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.route import walking_order
+from spurgemap.fieldwork.styles import visits_vector_qml
+from spurgemap.geo import fieldwork_io as io
 
 log = logging.getLogger(__name__)
 NODATA = 255
@@ -179,11 +184,6 @@ def band_table(pct: np.ndarray, eligible: np.ndarray, sel: Selection, edges: tup
 
 
 def run_survey_plan(params: SurveyPlanParams, inputs: SurveyPlanInputs) -> SurveyPlanResult:
-    from spurgemap.fieldwork.preview import visits_preview
-    from spurgemap.fieldwork.styles import visits_vector_qml
-    from spurgemap.geo import fieldwork_io as io
-    from spurgemap.outputs import check_target, staged_dir
-    from spurgemap.survey import safe_id
 
     if params.n < 1:
         raise InputError(f"--n {params.n}: ask for at least 1 visit")

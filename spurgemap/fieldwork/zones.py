@@ -19,7 +19,12 @@ import pandas as pd
 from shapely import Polygon, contains_xy, get_parts, union_all
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.preview import zones_preview
+from spurgemap.fieldwork.styles import zones_vector_qml
+from spurgemap.geo import fieldwork_io as io
+from spurgemap.geo.fieldwork_io import write_rows
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +93,6 @@ def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.nd
 
 
 def run_zones(params: ZonesParams, inputs: ZonesInputs) -> ZonesResult:
-    from spurgemap.fieldwork.preview import zones_preview
-    from spurgemap.fieldwork.styles import zones_vector_qml
-    from spurgemap.geo import fieldwork_io as io
-    from spurgemap.geo.fieldwork_io import write_rows
-    from spurgemap.outputs import check_target, staged_dir
 
     for opt, value in (("--buffer", params.buffer_m), ("--min-area", params.min_area_m2),
                        ("--simplify", params.simplify_m)):

@@ -23,7 +23,9 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.errors import InputError
+from spurgemap.core.errors import InputError
+from spurgemap.geo.maps import polygons_of, write_cog
+from spurgemap.geo.vector import map_scale, read_plots, reproject
 
 NODATA = 255
 
@@ -112,7 +114,6 @@ def read_map(folder: Path, name: str | None = None) -> MapLayers:
 
 
 def units_per_m(crs_wkt: str, x: float, y: float) -> float:
-    from spurgemap.geo.vector import map_scale
 
     try:
         return map_scale(crs_wkt, x, y)
@@ -140,7 +141,6 @@ def same_crs(a_wkt: str, b_wkt: str) -> bool:
 
 def read_layer_geoms(path: Path, crs_wkt: str) -> tuple[list[BaseGeometry], list[str]]:
     """Plots or survey points (any format ``tile`` reads) in the map's CRS, with 'site/plot' labels."""
-    from spurgemap.geo.vector import read_plots, reproject
 
     layer = read_plots(Path(path))
     geoms = reproject(layer.geoms, layer.crs_wkt, crs_wkt)
@@ -149,7 +149,6 @@ def read_layer_geoms(path: Path, crs_wkt: str) -> tuple[list[BaseGeometry], list
 
 
 def mask_polygons(mask: np.ndarray, transform: Affine) -> list[BaseGeometry]:
-    from spurgemap.geo.maps import polygons_of
 
     return polygons_of(mask, transform)
 
@@ -209,7 +208,6 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 def write_class_raster(path: Path, data: np.ndarray, transform: Affine, crs_wkt: str,
                        colormap: dict[int, tuple[int, int, int, int]], tags: dict[str, str], description: str) -> Path:
-    from spurgemap.geo.maps import write_cog
 
     write_cog(path, data.astype(np.uint8), transform, crs_wkt, NODATA, tags, colormap=colormap,
               overview_resampling="nearest", description=description)

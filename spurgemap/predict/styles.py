@@ -37,15 +37,15 @@ STYLE_SUFFIXES = ("_prob", "_class", "_tiles", "_presence")
 _QGIS_VERSION = "3.22.0"  # oldest QGIS this XML is written for; newer versions upgrade it on read
 
 
-def _hex(c: RGBA) -> str:
+def hex_color(c: RGBA) -> str:
     return f"#{c[0]:02x}{c[1]:02x}{c[2]:02x}"
 
 
-def _csv(c: RGBA) -> str:
+def csv_color(c: RGBA) -> str:
     return ",".join(str(v) for v in c)
 
 
-def _root(layer_kind: str) -> ET.Element:
+def qml_root(layer_kind: str) -> ET.Element:
     """The ``<qgis>`` element with the flags QGIS writes; ``layer_kind`` is "raster" or "vector"."""
     attrs = {
         "version": _QGIS_VERSION,
@@ -63,13 +63,13 @@ def _root(layer_kind: str) -> ET.Element:
     return root
 
 
-def _tostring(root: ET.Element) -> str:
+def qml_string(root: ET.Element) -> str:
     ET.indent(root, space="  ")
     body = ET.tostring(root, encoding="unicode")
     return f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"
 
 
-def _raster_pipe(root: ET.Element, renderer_type: str, extra: dict[str, str]) -> ET.Element:
+def raster_pipe(root: ET.Element, renderer_type: str, extra: dict[str, str]) -> ET.Element:
     """Raster pipe with nearest-neighbour resampling (one cell per tile must stay a crisp square)."""
     pipe = ET.SubElement(root, "pipe")
     provider = ET.SubElement(pipe, "provider")
@@ -116,8 +116,8 @@ def prob_raster_qml(threshold_pct: int) -> str:
     """
     if not 0 < threshold_pct < 100:
         raise ValueError(f"threshold_pct must be within 1..99, got {threshold_pct}")
-    root = _root("raster")
-    renderer = _raster_pipe(root, "singlebandpseudocolor", {"classificationMin": "0", "classificationMax": "100"})
+    root = qml_root("raster")
+    renderer = raster_pipe(root, "singlebandpseudocolor", {"classificationMin": "0", "classificationMax": "100"})
     shader = ET.SubElement(renderer, "rastershader")
     ramp = ET.SubElement(
         shader,
@@ -137,7 +137,8 @@ def prob_raster_qml(threshold_pct: int) -> str:
         (100, PRESENCE_RGBA, f"100 % {TILES_LEGEND}"),
     ]
     for value, rgba, label in stops:
-        ET.SubElement(ramp, "item", {"value": str(value), "label": label, "color": _hex(rgba), "alpha": str(rgba[3])})
+        ET.SubElement(ramp, "item",
+                      {"value": str(value), "label": label, "color": hex_color(rgba), "alpha": str(rgba[3])})
     # Continuous legend: a gradient bar from "0 %" to "100 % leafy spurge probability".
     ET.SubElement(
         ramp,
@@ -152,7 +153,7 @@ def prob_raster_qml(threshold_pct: int) -> str:
             "orientation": "2",
         },
     )
-    return _tostring(root)
+    return qml_string(root)
 
 
 def class_raster_qml() -> str:
@@ -161,19 +162,19 @@ def class_raster_qml() -> str:
     Why: overrides the file's embedded colour table with labelled classes, so the legend reads
     "leafy spurge" / "no leafy spurge" instead of bare pixel values.
     """
-    root = _root("raster")
-    renderer = _raster_pipe(root, "paletted", {})
+    root = qml_root("raster")
+    renderer = raster_pipe(root, "paletted", {})
     palette = ET.SubElement(renderer, "colorPalette")
     for value, rgba in ((0, ABSENT_RGBA), (1, PRESENCE_RGBA)):
         ET.SubElement(
             palette,
             "paletteEntry",
-            {"value": str(value), "label": CLASS_LABELS[value], "color": _hex(rgba), "alpha": str(rgba[3])},
+            {"value": str(value), "label": CLASS_LABELS[value], "color": hex_color(rgba), "alpha": str(rgba[3])},
         )
-    return _tostring(root)
+    return qml_string(root)
 
 
-def _option_map(parent: ET.Element, props: dict[str, str]) -> None:
+def option_map(parent: ET.Element, props: dict[str, str]) -> None:
     """Symbol-layer properties in both the 3.x ``<Option>`` form and the legacy ``<prop>`` form."""
     opt = ET.SubElement(parent, "Option", {"type": "Map"})
     for key, value in props.items():
@@ -182,17 +183,17 @@ def _option_map(parent: ET.Element, props: dict[str, str]) -> None:
         ET.SubElement(parent, "prop", {"k": key, "v": value})
 
 
-def _fill_symbol(parent: ET.Element, name: str, fill: RGBA, outline: RGBA, outline_mm: float) -> None:
+def fill_symbol(parent: ET.Element, name: str, fill: RGBA, outline: RGBA, outline_mm: float) -> None:
     symbol = ET.SubElement(
         parent, "symbol", {"name": name, "type": "fill", "alpha": "1", "clip_to_extent": "1", "force_rhr": "0"}
     )
     layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
-    _option_map(
+    option_map(
         layer,
         {
-            "color": _csv(fill),
+            "color": csv_color(fill),
             "style": "solid" if fill[3] > 0 else "no",
-            "outline_color": _csv(outline),
+            "outline_color": csv_color(outline),
             "outline_style": "solid" if outline[3] > 0 else "no",
             "outline_width": f"{outline_mm:g}",
             "outline_width_unit": "MM",
@@ -234,7 +235,7 @@ def tiles_vector_qml(threshold: float) -> str:
         (threshold, high_mid, (230, 0, 126, 150), PRESENCE_OUTLINE_RGBA, "present"),
         (high_mid, 1.0, (200, 0, 90, 220), PRESENCE_OUTLINE_RGBA, "present"),
     ]
-    root = _root("vector")
+    root = qml_root("vector")
     renderer = ET.SubElement(
         root,
         "renderer-v2",
@@ -258,11 +259,11 @@ def tiles_vector_qml(threshold: float) -> str:
             "range",
             {"symbol": str(i), "label": label, "render": "true", "lower": repr(lower), "upper": repr(upper)},
         )
-        _fill_symbol(symbols, str(i), fill, outline, 0.1)
+        fill_symbol(symbols, str(i), fill, outline, 0.1)
     method = ET.SubElement(renderer, "classificationMethod", {"id": "Custom"})
     ET.SubElement(method, "labelFormat", {"format": "%1 - %2", "labelprecision": "2", "trimtrailingzeroes": "0"})
     _vector_tail(root, {"probability": TILES_LEGEND, "class": "leafy spurge class"})
-    return _tostring(root)
+    return qml_string(root)
 
 
 def presence_vector_qml() -> str:
@@ -272,7 +273,7 @@ def presence_vector_qml() -> str:
     text of its own (only the layer name), whereas a rule carries the label "leafy spurge presence".
     It draws exactly like a single symbol (no filter: every feature).
     """
-    root = _root("vector")
+    root = qml_root("vector")
     renderer = ET.SubElement(
         root,
         "renderer-v2",
@@ -283,9 +284,9 @@ def presence_vector_qml() -> str:
         rules, "rule", {"key": "{0d9f4c1e-0000-4000-8000-000000000001}", "symbol": "0", "label": PRESENCE_LEGEND}
     )
     symbols = ET.SubElement(renderer, "symbols")
-    _fill_symbol(symbols, "0", PRESENCE_FILL_RGBA, PRESENCE_OUTLINE_RGBA, 0.6)
+    fill_symbol(symbols, "0", PRESENCE_FILL_RGBA, PRESENCE_OUTLINE_RGBA, 0.6)
     _vector_tail(root, {"area_m2": "area (m²)", "area_ha": "area (ha)"})
-    return _tostring(root)
+    return qml_string(root)
 
 
 def write_styles(maps_dir: Path, name: str, threshold: float) -> list[Path]:

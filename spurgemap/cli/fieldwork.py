@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from spurgemap.cli_base import OverwriteOpt, _numbers, _run, out
+from spurgemap.cli.options import OverwriteOpt, out, parse_numbers, run_guarded
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
@@ -28,10 +28,11 @@ def survey_plan(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Plan the next field visits: uncertain cells plus a stratified random sample, as a walking route."""
+    # Deferred: a command loads only its own stage (fast --help).
     from spurgemap.fieldwork import SurveyPlanInputs, SurveyPlanParams, run_survey_plan
 
     def go() -> None:
-        lonlat = _numbers(start, 2, "--start")
+        lonlat = parse_numbers(start, 2, "--start")
         params = SurveyPlanParams(n, min_spacing, (lonlat[0], lonlat[1]) if lonlat else None, seed)
         res = run_survey_plan(params, SurveyPlanInputs(maps, out_dir, name, [*(plots or []), *(survey or [])],
                                                        overwrite))
@@ -39,7 +40,7 @@ def survey_plan(
         out.print(f"{res.n_visits} visits ({s['uncertain_visits']} uncertain, {s['random_visits']} random), "
                   f"route {res.route_length_m:.0f} m -> {res.out}")
 
-    _run(go)
+    run_guarded(go)
 
 
 def zones(
@@ -53,6 +54,7 @@ def zones(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Spot-spray treatment zones (GPKG, Shapefile with RATE, KML) from a presence map."""
+    # Deferred: a command loads only its own stage (fast --help).
     from spurgemap.fieldwork import ZonesInputs, ZonesParams, run_zones
 
     def go() -> None:
@@ -62,7 +64,7 @@ def zones(
         out.print(f"{res.zones} zones, {s['treated_area_m2']:.1f} m² ({100 * s['share_of_site']:.1f} % of the "
                   f"site){vol} -> {res.out}")
 
-    _run(go)
+    run_guarded(go)
 
 
 def change(
@@ -75,6 +77,7 @@ def change(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Where leafy spurge is new, gone or persisting between two maps of a site."""
+    # Deferred: a command loads only its own stage (fast --help).
     from spurgemap.fieldwork import ChangeInputs, ChangeParams, run_change
 
     def go() -> None:
@@ -84,7 +87,7 @@ def change(
         out.print(f"new {c['new']['area_m2']:.1f} m², gone {c['gone']['area_m2']:.1f} m², persisting "
                   f"{c['persisting']['area_m2']:.1f} m²; net spread {s['net_spread_m2']:.1f} m² -> {res.out}")
 
-    _run(go)
+    run_guarded(go)
 
 
 def register(app: typer.Typer) -> None:
