@@ -1,16 +1,24 @@
 """ONNX export: a bare classifier for fast CPU prediction, and a QGIS Deepness model.
 
 Deepness (a QGIS plugin) has no tile-classifier model type, so the Deepness export wraps the
-classifier into a *segmentation* model whose one output channel is the tile's presence
-probability, constant over the tile. Why Segmentor with one channel (not Regressor, not a
-2-channel softmax):
+classifier into a *segmentation* model ("Segmentor") whose output is constant over each tile.
+Segmentor gives QGIS users what they want: presence polygons and an area summary per class.
 
-* Segmentor gives QGIS users what they want: presence polygons and an area summary per class.
-  Regressor only gives a float raster to style by hand.
-* With one channel, Deepness (>= PR #118, 2023) thresholds the map at `seg_thresh` (we write the
-  bundle's tuned threshold), so QGIS polygons match `spurgemap predict` exactly. A 2-channel
-  [1-p, p] output is decided by argmax, i.e. at max(seg_thresh, 0.5), not at the tuned threshold.
-* The output tensor is also valid for Regressor: a user who picks that type gets the probability.
+Two output channels, decided by argmax (see `DeepnessWrapper` for the exact rule):
+
+* channel 0 "no leafy spurge": the constant 0.5;
+* channel 1 "leafy spurge": the presence probability p rescaled piecewise linearly so that the
+  bundle's threshold t maps to 0.5 (0 -> 0, t -> 0.5, 1 -> 1), with p >= t always strictly above 0.5
+  and p < t never above it.
+
+Why: both clients that read Deepness-style metadata decide a pixel the same way: zero every channel
+whose value is below `seg_thresh`, then take the argmax over channels (ties to channel 0). GeoDeep
+(WebODM's AI detection) does only that, so a one-channel probability output was always class 0
+there: nothing was ever found. With the two channels above and `seg_thresh` = 0.5, both Deepness
+and GeoDeep mark a tile present exactly when p >= t, which is `spurgemap predict`'s rule. 0.5 is
+exact in the two decimals Deepness' threshold spin box shows, so the tuned threshold (say 0.3712)
+is never rounded to 0.37; any `seg_thresh` <= 0.5 gives the same map, and a user who raises it
+above 0.5 gets a stricter map.
 
 The model's own preprocessing (resize to input_size, mean/std) lives inside the graph, so Deepness
 just feeds RGB scaled to 0..1 (standardization 0/1). The legacy ONNX exporter cannot export torch's
@@ -61,30 +69,47 @@ class ProbabilityHead(nn.Module):
 
 
 class DeepnessWrapper(nn.Module):
-    """(N,3,T,T) RGB in 0..1 -> (N,1,T,T) presence probability, constant within each tile.
+    """(N,3,T,T) RGB in 0..1 -> (N,2,T,T): channel 0 = 0.5, channel 1 = p rescaled (t -> 0.5).
 
     Mirrors `train.engine.Prep` (resize, then (x - mean) / std) so Deepness needs no settings.
+    Channel 1 is q = 0.5 p / t below the threshold t and max(0.5 + 0.5 (p - t) / (1 - t), next float
+    after 0.5) from t up, chosen per element with a Where on p >= t. So, in float32 arithmetic and not
+    just on paper, q > 0.5 exactly when p >= t, and q <= 0.5 otherwise: an argmax against the
+    constant 0.5 of channel 0 (ties go to channel 0), after zeroing values below any seg_thresh
+    <= 0.5, is the decision p >= t.
     """
 
     rows: torch.Tensor
     cols_t: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    thr: torch.Tensor
 
     def __init__(self, model: SpurgeClassifier, tile: int, input_size: int,
-                 mean: list[float], std: list[float]) -> None:
+                 mean: list[float], std: list[float], threshold: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         self.model, self.tile, self.resize = model, tile, tile != input_size
         self.register_buffer("rows", resize_matrix(tile, input_size))      # (S, T)
         self.register_buffer("cols_t", resize_matrix(tile, input_size).T.contiguous())  # (T, S)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("thr", torch.tensor(threshold, dtype=torch.float32))
+
+    def rescale(self, p: torch.Tensor) -> torch.Tensor:
+        """Probability -> channel 1: piecewise linear, t -> 0.5, and > 0.5 exactly where p >= t."""
+        t, half = self.thr, torch.tensor(0.5)
+        above = torch.maximum(half + half * (p - t) / (1.0 - t), torch.tensor(0.5 + 2.0 ** -24))
+        return torch.where(p >= t, above, half * p / t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize:
             x = torch.matmul(torch.matmul(self.rows, x), self.cols_t)
         p = torch.sigmoid(self.model((x - self.mean) / self.std))
-        return p.view(-1, 1, 1, 1).expand(-1, 1, self.tile, self.tile)
+        q = self.rescale(p).view(-1, 1, 1, 1)
+        both = torch.cat([torch.full_like(q, 0.5), q], dim=1)  # (N, 2, 1, 1)
+        return both.expand(-1, 2, self.tile, self.tile)
 
 
 class TileProbability(DeepnessWrapper):
@@ -137,28 +162,36 @@ def classifier_onnx(model: SpurgeClassifier, input_size: int, opset: int = DEFAU
 
 
 def deepness_metadata(meta: dict[str, Any], bundle_sha256: str) -> dict[str, Any]:
-    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance."""
+    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance.
+
+    `resolution` is what Deepness shows and uses: cm/px with 2 decimals (its spin box rounds to
+    that), which is also how GeoDeep rounds the raster's pixel size (4 decimals in metres) before
+    comparing; the exact training ground resolution stays in `gsd_m`. `seg_thresh` is 0.5, the
+    threshold in channel 1's rescaled units (see the module docstring); the bundle's own
+    threshold is in `threshold`.
+    """
     from spurgemap import __version__
+    from spurgemap.predict.styles import CLASS_LABELS
 
     tile = int(meta["tile_size_px"])
-    names = meta["class_names"]
-    class_names = {str(i): str(n) for i, n in enumerate(names)} if isinstance(names, list) else \
-        {str(k): str(v) for k, v in dict(names).items()}
     return {
         "model_type": "Segmentor",
-        "class_names": class_names,
-        "resolution": round(float(meta["gsd_m"]) * 100.0, 6),  # cm/px
+        "class_names": {str(k): v for k, v in CLASS_LABELS.items()},  # channel names, as in _class.tif
+        "resolution": round(float(meta["gsd_m"]) * 100.0, 2),  # cm/px, as Deepness' spin box shows it
         "tile_size": tile,
         "tiles_size": tile,  # Deepness' docs and helper script write this; the plugin reads tile_size
         "tiles_overlap": 0,  # percent; tiles are classified as a whole, overlap would only cost time
         "standardization_mean": [0.0, 0.0, 0.0],  # the graph standardises itself
         "standardization_std": [1.0, 1.0, 1.0],
-        "seg_thresh": float(meta["threshold"]),
-        "seg_small_segment": 1,  # no median filtering: a tile is the smallest unit anyway
+        "seg_thresh": 0.5,  # channel 1 is rescaled so that the bundle's threshold is 0.5
+        "seg_small_segment": 0,  # no small-segment filtering: a tile is the smallest unit anyway
         "spurgemap_version": __version__,
         "backbone": meta["backbone"],
         "input_size": int(meta["input_size"]),
         "threshold": float(meta["threshold"]),
+        "gsd_m": float(meta["gsd_m"]),
+        "bundle_class_names": list(meta["class_names"]) if isinstance(meta["class_names"], list)
+        else dict(meta["class_names"]),
         "bundle_sha256": bundle_sha256,
     }
 
@@ -175,8 +208,20 @@ def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict
         raise InputError(f"{out}: folder {out.parent} does not exist; create it or choose another output path")
     model, meta = model_from_bundle(bundle)
     tile = int(meta["tile_size_px"])
-    wrapper = DeepnessWrapper(model, tile, int(meta["input_size"]), list(meta["mean"]), list(meta["std"]))
+    threshold = float(meta["threshold"])
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"{bundle}: threshold {threshold} must lie strictly between 0 and 1; retrain the model")
+    wrapper = DeepnessWrapper(model, tile, int(meta["input_size"]), list(meta["mean"]), list(meta["std"]),
+                              threshold)
     proto = onnx.load_from_string(_onnx_bytes(wrapper, torch.zeros(2, 3, tile, tile), "output", opset))
+    # Deepness reads the channel count from the declared output shape, GeoDeep the tile size from the
+    # input's: both must be numbers, not symbols. Batch stays dynamic (Deepness then lets users pick it).
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, ("batch", 2, tile, tile), strict=True):
+        if isinstance(value, str):
+            dim.dim_param = value
+        else:
+            dim.dim_value = value
     metadata = deepness_metadata(meta, file_sha256(bundle))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
