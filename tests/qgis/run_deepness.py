@@ -10,6 +10,7 @@ Runs under the *system* python (PyQGIS is a Debian package), not the project ven
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis/run_deepness.py MODEL.onnx ORTHO.tif OUT.tif
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis/run_deepness.py --self-test
+    QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis/run_deepness.py --check   # prerequisites only
 
 OUT.tif gets Deepness' result raster, georeferenced (uint8, 0 = outside the processed area,
 1 + winning channel index elsewhere: 1 = "no leafy spurge", 2 = "leafy spurge"). Prints one JSON line
@@ -70,6 +71,17 @@ def make_importable() -> None:
         sys.path.insert(0, str(link_root))
 
 
+def check() -> dict[str, Any]:
+    """Whether everything the plugin needs imports: PyQGIS, its two pip packages, its processing code."""
+    import cv2
+    import deepness.processing.map_processor.map_processor_segmentation  # noqa: F401
+    import onnxruntime
+    from qgis.core import Qgis
+
+    return {"ok": True, "plugin": str(plugin_dir()), "deps": str(deps_dir()), "qgis": Qgis.QGIS_VERSION,
+            "onnxruntime": onnxruntime.__version__, "cv2": cv2.__version__}
+
+
 def run(model: Path, ortho: Path, out: Path) -> dict[str, Any]:
     from unittest import mock
 
@@ -81,7 +93,6 @@ def run(model: Path, ortho: Path, out: Path) -> dict[str, Any]:
     try:
         import cv2
         import onnxruntime
-
         from deepness.common.processing_parameters.map_processing_parameters import ProcessedAreaType
         from deepness.deepness_dockwidget import DeepnessDockWidget
         from deepness.processing.map_processor.map_processing_result import MapProcessingResultSuccess
@@ -222,11 +233,14 @@ def main() -> int:
     ap.add_argument("ortho", nargs="?", type=Path)
     ap.add_argument("out", nargs="?", type=Path)
     ap.add_argument("--self-test", action="store_true")
+    ap.add_argument("--check", action="store_true", help="only check that the plugin and its packages import")
     ap.add_argument("--keep", type=Path, help="self-test: write its files here")
     args = ap.parse_args()
     try:
         make_importable()
-        if args.self_test:
+        if args.check:
+            info = check()
+        elif args.self_test:
             info = self_test(args.keep)
         else:
             if not (args.model and args.ortho and args.out):
