@@ -134,7 +134,7 @@ def test_channel_one_is_above_half_exactly_where_p_reaches_the_threshold(thresho
             v = np.nextafter(v, np.float32(direction))
             near.append(v)
     rng = np.random.default_rng(0)
-    p = np.concatenate([np.array(near, np.float32), np.float32([0.0, 1.0, 1e-30, 1 - 2 ** -24]),
+    p = np.concatenate([np.array(near, np.float32), np.array([0.0, 1.0, 1e-30, 1 - 2 ** -24], np.float32),
                         rng.uniform(0, 1, 5000).astype(np.float32)])
     q = session(graph).run(["q"], {"p": p})[0]
     assert q.dtype == np.float32
