@@ -2,16 +2,24 @@
 the graph wrapped for the QGIS Deepness plugin (its metadata and file: `predict.deepness`).
 
 Deepness (a QGIS plugin) has no tile-classifier model type, so the Deepness export wraps the
-classifier into a *segmentation* model whose one output channel is the tile's presence
-probability, constant over the tile. Why Segmentor with one channel (not Regressor, not a
-2-channel softmax):
+classifier into a *segmentation* model ("Segmentor") whose output is constant over each tile.
+Segmentor gives QGIS users what they want: presence polygons and an area summary per class.
 
-* Segmentor gives QGIS users what they want: presence polygons and an area summary per class.
-  Regressor only gives a float raster to style by hand.
-* With one channel, Deepness (>= PR #118, 2023) thresholds the map at `seg_thresh` (we write the
-  bundle's tuned threshold), so QGIS polygons match `spurgemap predict` exactly. A 2-channel
-  [1-p, p] output is decided by argmax, i.e. at max(seg_thresh, 0.5), not at the tuned threshold.
-* The output tensor is also valid for Regressor: a user who picks that type gets the probability.
+Two output channels, decided by argmax (see `DeepnessWrapper` for the exact rule):
+
+* channel 0 "no leafy spurge": the constant 0.5;
+* channel 1 "leafy spurge": the presence probability p rescaled piecewise linearly so that the
+  bundle's threshold t maps to 0.5 (0 -> 0, t -> 0.5, 1 -> 1), with p >= t always strictly above 0.5
+  and p < t never above it.
+
+Why: both clients that read Deepness-style metadata decide a pixel the same way: zero every channel
+whose value is below `seg_thresh`, then take the argmax over channels (ties to channel 0). GeoDeep
+(WebODM's AI detection) does only that, so a one-channel probability output was always class 0
+there: nothing was ever found. With the two channels above and `seg_thresh` = 0.5, both Deepness
+and GeoDeep mark a tile present exactly when p >= t, which is `spurgemap predict`'s rule. 0.5 is
+exact in the two decimals Deepness' threshold spin box shows, so the tuned threshold (say 0.3712)
+is never rounded to 0.37; any `seg_thresh` <= 0.5 gives the same map, and a user who raises it
+above 0.5 gets a stricter map.
 
 The model's own preprocessing (resize to input_size, mean/std) lives inside the graph, so Deepness
 just feeds RGB scaled to 0..1 (standardization 0/1). The legacy ONNX exporter cannot export torch's
@@ -57,30 +65,47 @@ class ProbabilityHead(nn.Module):
 
 
 class DeepnessWrapper(nn.Module):
-    """(N,3,T,T) RGB in 0..1 -> (N,1,T,T) presence probability, constant within each tile.
+    """(N,3,T,T) RGB in 0..1 -> (N,2,T,T): channel 0 = 0.5, channel 1 = p rescaled (t -> 0.5).
 
     Mirrors `train.engine.Prep` (resize, then (x - mean) / std) so Deepness needs no settings.
+    Channel 1 is q = 0.5 p / t below the threshold t and max(0.5 + 0.5 (p - t) / (1 - t), next float
+    after 0.5) from t up, chosen per element with a Where on p >= t. So, in float32 arithmetic and not
+    just on paper, q > 0.5 exactly when p >= t, and q <= 0.5 otherwise: an argmax against the
+    constant 0.5 of channel 0 (ties go to channel 0), after zeroing values below any seg_thresh
+    <= 0.5, is the decision p >= t.
     """
 
     rows: torch.Tensor
     cols_t: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    thr: torch.Tensor
 
     def __init__(self, model: SpurgeClassifier, tile: int, input_size: int,
-                 mean: list[float], std: list[float]) -> None:
+                 mean: list[float], std: list[float], threshold: float = 0.5) -> None:
         super().__init__()
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
         self.model, self.tile, self.resize = model, tile, tile != input_size
         self.register_buffer("rows", resize_matrix(tile, input_size))      # (S, T)
         self.register_buffer("cols_t", resize_matrix(tile, input_size).T.contiguous())  # (T, S)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("thr", torch.tensor(threshold, dtype=torch.float32))
+
+    def rescale(self, p: torch.Tensor) -> torch.Tensor:
+        """Probability -> channel 1: piecewise linear, t -> 0.5, and > 0.5 exactly where p >= t."""
+        t, half = self.thr, torch.tensor(0.5)
+        above = torch.maximum(half + half * (p - t) / (1.0 - t), torch.tensor(0.5 + 2.0 ** -24))
+        return torch.where(p >= t, above, half * p / t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize:
             x = torch.matmul(torch.matmul(self.rows, x), self.cols_t)
         p = torch.sigmoid(self.model((x - self.mean) / self.std))
-        return p.view(-1, 1, 1, 1).expand(-1, 1, self.tile, self.tile)
+        q = self.rescale(p).view(-1, 1, 1, 1)
+        both = torch.cat([torch.full_like(q, 0.5), q], dim=1)  # (N, 2, 1, 1)
+        return both.expand(-1, 2, self.tile, self.tile)
 
 
 class TileProbability(DeepnessWrapper):

@@ -18,29 +18,36 @@ from spurgemap.core.errors import InputError
 from spurgemap.model.bundle import BundleMeta, read_bundle
 from spurgemap.model.classifier import model_from_bundle
 from spurgemap.model.onnx import DEFAULT_OPSET, DeepnessWrapper, onnx_bytes
+from spurgemap.predict.styles import CLASS_LABELS
 
 
 def deepness_metadata(meta: BundleMeta, bundle_sha256: str) -> dict[str, Any]:
-    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance."""
+    """Deepness' metadata keys (values JSON-encoded later) plus spurgemap's own provenance.
+
+    `resolution` is what Deepness shows and uses: cm/px with 2 decimals (its spin box rounds to
+    that), which is also how GeoDeep rounds the raster's pixel size (4 decimals in metres) before
+    comparing; the exact training ground resolution stays in `gsd_m`. `seg_thresh` is 0.5, the
+    threshold in channel 1's rescaled units (see `model.onnx`); the bundle's own threshold is in
+    `threshold`.
+    """
     tile = meta.tile_size_px
-    names = meta.class_names
-    class_names = {str(i): str(n) for i, n in enumerate(names)} if isinstance(names, list) else \
-        {str(k): str(v) for k, v in dict(names).items()}
     return {
         "model_type": "Segmentor",
-        "class_names": class_names,
-        "resolution": round(meta.gsd_m * 100.0, 6),  # cm/px
+        "class_names": {str(k): v for k, v in CLASS_LABELS.items()},  # channel names, as in _class.tif
+        "resolution": round(meta.gsd_m * 100.0, 2),  # cm/px, as Deepness' spin box shows it
         "tile_size": tile,
         "tiles_size": tile,  # Deepness' docs and helper script write this; the plugin reads tile_size
         "tiles_overlap": 0,  # percent; tiles are classified as a whole, overlap would only cost time
         "standardization_mean": [0.0, 0.0, 0.0],  # the graph standardises itself
         "standardization_std": [1.0, 1.0, 1.0],
-        "seg_thresh": meta.threshold,
-        "seg_small_segment": 1,  # no median filtering: a tile is the smallest unit anyway
+        "seg_thresh": 0.5,  # channel 1 is rescaled so that the bundle's threshold is 0.5
+        "seg_small_segment": 0,  # no small-segment filtering: a tile is the smallest unit anyway
         "spurgemap_version": __version__,
         "backbone": meta.backbone,
         "input_size": meta.input_size,
         "threshold": meta.threshold,
+        "gsd_m": meta.gsd_m,
+        "bundle_class_names": list(meta.class_names),
         "bundle_sha256": bundle_sha256,
     }
 
@@ -48,7 +55,7 @@ def deepness_metadata(meta: BundleMeta, bundle_sha256: str) -> dict[str, Any]:
 def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """Write a Deepness-ready ONNX model for `bundle` to `out` atomically; returns the metadata written.
 
-    A missing or corrupt bundle raises InputError (one line) from `load_bundle`.
+    A missing or corrupt bundle raises InputError (one line) from `read_bundle`.
     """
     bundle, out = Path(bundle), Path(out)
     if not out.parent.is_dir():
@@ -56,8 +63,18 @@ def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict
     opened = read_bundle(bundle)
     model, meta = model_from_bundle(opened)
     tile = meta.tile_size_px
-    wrapper = DeepnessWrapper(model, tile, meta.input_size, list(meta.mean), list(meta.std))
+    if not 0.0 < meta.threshold < 1.0:
+        raise InputError(f"{bundle}: threshold {meta.threshold} must lie strictly between 0 and 1; retrain the model")
+    wrapper = DeepnessWrapper(model, tile, meta.input_size, list(meta.mean), list(meta.std), meta.threshold)
     proto = onnx.load_from_string(onnx_bytes(wrapper, torch.zeros(2, 3, tile, tile), "output", opset))
+    # Deepness reads the channel count from the declared output shape, GeoDeep the tile size from the
+    # input's: both must be numbers, not symbols. Batch stays dynamic (Deepness then lets users pick it).
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, ("batch", 2, tile, tile), strict=True):
+        if isinstance(value, str):
+            dim.dim_param = value
+        else:
+            dim.dim_value = value
     metadata = deepness_metadata(meta, opened.sha256)
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
