@@ -192,6 +192,32 @@ class PredictConfig(_Section):
     checkpoint_every: int = Field(50, ge=1)  # batches between resume checkpoints
 
 
+class SurveyPlanConfig(_Section):
+    """`spurgemap survey-plan`: which cells to visit next, and in what order (checked by the stage)."""
+
+    n: int = 20
+    min_spacing_m: float = 20.0
+    start_lonlat: tuple[float, float] | None = None  # default: the map's south-west corner
+    seed: int = 0
+    band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
+
+
+class ZonesConfig(_Section):
+    """`spurgemap zones`: spot-spray treatment zones from the presence cells."""
+
+    buffer_m: float = 1.0
+    min_area_m2: float = 1.0
+    simplify_m: float = 0.25
+    rate_l_per_ha: float | None = None  # herbicide rate; without it RATE is 1 (on/off)
+
+
+class ChangeConfig(_Section):
+    """`spurgemap change`: when two maps' grids differ enough to warn."""
+
+    max_offset_cells: float = 0.25  # grid offset, as a fraction of a cell
+    max_resolution_diff: float = 0.05  # relative difference in cell size
+
+
 class DemoConfig(_Section):
     sites: int = Field(3, ge=1, le=50)
     size_px: int = Field(3000, ge=2600)
@@ -200,6 +226,7 @@ class DemoConfig(_Section):
     epsg: int = 32612
     plots_per_site: int = Field(9, ge=1, le=9)
     plot_size_m: float = Field(10.0, gt=0.0)
+    years: int = Field(1, ge=1, le=5)  # seasons per site; later ones show spread (for `spurgemap change`)
 
 
 class SpurgemapConfig(_Section):
@@ -211,6 +238,9 @@ class SpurgemapConfig(_Section):
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    survey_plan: SurveyPlanConfig = SurveyPlanConfig()
+    zones: ZonesConfig = ZonesConfig()
+    change: ChangeConfig = ChangeConfig()
     demo: DemoConfig = DemoConfig()
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 from itertools import combinations, pairwise
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -20,14 +21,12 @@ from shapely import Point, Polygon, box
 from typer.testing import CliRunner
 
 from spurgemap.cli.fieldwork import register
+from spurgemap.config import ChangeConfig, SpurgemapConfig, SurveyPlanConfig, ZonesConfig
 from spurgemap.core.errors import InputError
 from spurgemap.fieldwork import (
     ChangeInputs,
-    ChangeParams,
     SurveyPlanInputs,
-    SurveyPlanParams,
     ZonesInputs,
-    ZonesParams,
     run_change,
     run_survey_plan,
     run_zones,
@@ -37,6 +36,18 @@ from spurgemap.geo.maps import write_cog
 from spurgemap.predict.outputs import PALETTE
 
 UTM = "EPSG:32612"
+
+
+def _plan_cfg(**kw: Any) -> SpurgemapConfig:
+    return SpurgemapConfig(survey_plan=SurveyPlanConfig(**kw))
+
+
+def _zones_cfg(**kw: Any) -> SpurgemapConfig:
+    return SpurgemapConfig(zones=ZonesConfig(**kw))
+
+
+def _change_cfg(**kw: Any) -> SpurgemapConfig:
+    return SpurgemapConfig(change=ChangeConfig(**kw))
 CELL = 3.5
 X0, Y0 = 500_000.0, 5_200_000.0
 THRESHOLD = 0.42
@@ -103,7 +114,7 @@ def plan(maps, tmp_path_factory) -> tuple[Path, object, Path]:
     gpd.GeoDataFrame({"site_id": ["site", "site"], "plot_id": ["a", "b"]},
                      geometry=[box(X0 + 10 * CELL, Y0 - 16 * CELL, X0 + 16 * CELL, Y0 - 10 * CELL),
                                Point(X0 + 25.5 * CELL, Y0 - 5.5 * CELL)], crs=UTM).to_file(plots)
-    res = run_survey_plan(SurveyPlanParams(n=16, min_spacing_m=12.0, seed=3),
+    res = run_survey_plan(_plan_cfg(n=16, min_spacing_m=12.0, seed=3),
                           SurveyPlanInputs(maps, tmp / "plan", exclude=[plots]))
     return maps, res, plots
 
@@ -226,15 +237,15 @@ def test_survey_plan_bad_inputs(maps, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no predict outputs"):
-        run_survey_plan(SurveyPlanParams(n=4), SurveyPlanInputs(empty, tmp_path / "o"))
+        run_survey_plan(_plan_cfg(n=4), SurveyPlanInputs(empty, tmp_path / "o"))
     with pytest.raises(InputError, match="at least 1"):
-        run_survey_plan(SurveyPlanParams(n=0), SurveyPlanInputs(maps, tmp_path / "o"))
+        run_survey_plan(_plan_cfg(n=0), SurveyPlanInputs(maps, tmp_path / "o"))
     with pytest.raises(InputError, match="larger than the mapped site") as exc:
-        run_survey_plan(SurveyPlanParams(n=4, min_spacing_m=1000), SurveyPlanInputs(maps, tmp_path / "o"))
+        run_survey_plan(_plan_cfg(n=4, min_spacing_m=1000), SurveyPlanInputs(maps, tmp_path / "o"))
     assert "site_prob.tif" in str(exc.value)
     two = write_maps(write_maps(tmp_path / "two", make_pct(), "a"), make_pct(), "b")
     with pytest.raises(InputError, match="--name"):
-        run_survey_plan(SurveyPlanParams(n=4), SurveyPlanInputs(two, tmp_path / "o"))
+        run_survey_plan(_plan_cfg(n=4), SurveyPlanInputs(two, tmp_path / "o"))
     assert not (tmp_path / "o").exists()
     r = cli("survey-plan", empty, "--n", 3, "--out", tmp_path / "o")
     assert r.exit_code == 2 and "empty" in r.output and len(r.output.strip().splitlines()) == 1
@@ -253,7 +264,7 @@ def present_cells(pct: np.ndarray) -> list:
 
 @pytest.mark.parametrize("buffer,simplify", [(1.0, 0.25), (0.0, 2.0)])
 def test_zones_cover_every_present_cell(maps, tmp_path, buffer, simplify):
-    res = run_zones(ZonesParams(buffer_m=buffer, simplify_m=simplify, rate_l_per_ha=100.0),
+    res = run_zones(_zones_cfg(buffer_m=buffer, simplify_m=simplify, rate_l_per_ha=100.0),
                     ZonesInputs(maps, tmp_path / "z"))
     gdf = gpd.read_file(res.files["gpkg"])
     cells = present_cells(make_pct())
@@ -279,7 +290,7 @@ def test_zones_cover_every_present_cell(maps, tmp_path, buffer, simplify):
 
 def test_zones_min_area_and_holes(maps, tmp_path):
     lone = box(X0 + 33 * CELL, Y0 - 24 * CELL, X0 + 34 * CELL, Y0 - 23 * CELL)  # 5.5 x 5.5 m once buffered
-    res = run_zones(ZonesParams(min_area_m2=31.0), ZonesInputs(maps, tmp_path / "z"))
+    res = run_zones(_zones_cfg(min_area_m2=31.0), ZonesInputs(maps, tmp_path / "z"))
     gdf = gpd.read_file(res.files["gpkg"])
     assert not gdf.union_all().intersects(lone)
     pct = make_pct()
@@ -291,7 +302,7 @@ def test_zones_min_area_and_holes(maps, tmp_path):
     assert len(uncovered) == singles.sum()
     assert (gdf.area_m2 >= 31.0).all()
     assert all(Polygon(ring).area >= 31.0 for g in gdf.geometry for p in g.geoms for ring in p.interiors)
-    small = run_zones(ZonesParams(min_area_m2=29.0), ZonesInputs(maps, tmp_path / "z2"))
+    small = run_zones(_zones_cfg(min_area_m2=29.0), ZonesInputs(maps, tmp_path / "z2"))
     assert gpd.read_file(small.files["gpkg"]).union_all().covers(lone) and small.zones == res.zones + singles.sum()
 
 
@@ -302,14 +313,14 @@ def test_zones_fill_holes_under_min_area(tmp_path):
     maps = write_maps(tmp_path / "m", pct)
     holes = []
     for min_area in (2.0, 2.5):
-        res = run_zones(ZonesParams(min_area_m2=min_area), ZonesInputs(maps, tmp_path / f"z{min_area}"))
+        res = run_zones(_zones_cfg(min_area_m2=min_area), ZonesInputs(maps, tmp_path / f"z{min_area}"))
         (zone,) = gpd.read_file(res.files["gpkg"]).geometry
         holes.append([Polygon(r).area for p in zone.geoms for r in p.interiors])
     assert holes[0] == [pytest.approx(2.25, rel=2e-3)] and holes[1] == []
 
 
 def test_zones_sprayer_and_google_earth_files(maps, tmp_path):
-    res = run_zones(ZonesParams(rate_l_per_ha=150.0), ZonesInputs(maps, tmp_path / "z"))
+    res = run_zones(_zones_cfg(rate_l_per_ha=150.0), ZonesInputs(maps, tmp_path / "z"))
     info = pyogrio.read_info(res.files["shp"])
     fields = dict(zip(info["fields"], info["dtypes"], strict=True))
     assert fields["RATE"] in ("float64", "int64") and all(len(f) <= 10 for f in fields)
@@ -376,7 +387,7 @@ def test_change_counts_areas_and_files(maps, tmp_path, caplog):
     plot = box(X0 + 5 * CELL, Y0 - 20 * CELL, X0 + 25 * CELL, Y0 - 5 * CELL)  # rows 5..19, cols 5..24
     gpd.GeoDataFrame({"site_id": ["s"], "plot_id": ["p1"]}, geometry=[plot], crs=UTM).to_file(plots)
     with caplog.at_level(logging.WARNING):
-        res = run_change(ChangeParams(), ChangeInputs(maps, after, tmp_path / "c", plots))
+        res = run_change(_change_cfg(), ChangeInputs(maps, after, tmp_path / "c", plots))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     expected = expected_change(apct)
     with rasterio.open(res.files["tif"]) as src:
@@ -414,26 +425,26 @@ def test_change_counts_areas_and_files(maps, tmp_path, caplog):
 def test_change_warns_on_offset_and_resolution(maps, tmp_path, caplog):
     after, apct, _, _ = after_map(tmp_path / "after", (0.3, 0.0))
     with caplog.at_level(logging.WARNING):
-        res = run_change(ChangeParams(), ChangeInputs(maps, after, tmp_path / "c"))
+        res = run_change(_change_cfg(), ChangeInputs(maps, after, tmp_path / "c"))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "offset 0.30" in warnings[0].getMessage()
     assert np.array_equal(rasterio.open(res.files["tif"]).read(1), expected_change(apct))  # still nearest
     caplog.clear()
     coarse = write_maps(tmp_path / "coarse", make_pct(), transform=Affine(CELL * 1.1, 0, X0, 0, -CELL * 1.1, Y0))
     with caplog.at_level(logging.WARNING):
-        run_change(ChangeParams(), ChangeInputs(maps, coarse, tmp_path / "c2"))
+        run_change(_change_cfg(), ChangeInputs(maps, coarse, tmp_path / "c2"))
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
 def test_change_refuses_other_sites_and_bad_folders(maps, tmp_path):
     far = write_maps(tmp_path / "far", make_pct(), transform=Affine(CELL, 0, X0 + 5000, 0, -CELL, Y0))
     with pytest.raises(InputError, match="does not overlap") as exc:
-        run_change(ChangeParams(), ChangeInputs(maps, far, tmp_path / "c"))
+        run_change(_change_cfg(), ChangeInputs(maps, far, tmp_path / "c"))
     assert "site_prob.tif" in str(exc.value)
     local = 'LOCAL_CS["site grid",LOCAL_DATUM["none",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
     odd = write_maps(tmp_path / "odd", make_pct(), crs=local)
     with pytest.raises(InputError, match="cannot be matched"):
-        run_change(ChangeParams(), ChangeInputs(maps, odd, tmp_path / "c"))
+        run_change(_change_cfg(), ChangeInputs(maps, odd, tmp_path / "c"))
     r = cli("change", maps, tmp_path / "nothing", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "nothing" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()

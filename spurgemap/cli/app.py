@@ -56,6 +56,7 @@ def demo_data(
     sites: Annotated[int | None, typer.Option(help="Number of sites (>= 1).")] = None,
     size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same data.")] = None,
+    years: Annotated[int | None, typer.Option(help="Seasons per site (2+: later flights show spread).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -65,7 +66,8 @@ def demo_data(
     from spurgemap.demo.pipeline import write_demo_data
 
     def go() -> None:
-        cfg = load_cli_config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed})
+        cfg = load_cli_config(config, set_, **{"demo.sites": sites, "demo.size_px": size, "demo.seed": seed,
+                                                 "demo.years": years})
         res = write_demo_data(cfg, out_dir, overwrite=overwrite)
         out.print(f"demo data: {len(res.site_ids)} sites, {res.n_plots} plots "
                   f"({res.n_present} with spurge), {res.megapixels:.0f} Mpx in {res.seconds:.1f} s "
@@ -223,7 +225,7 @@ def demo(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """The main job on the embedded demo data: demo data -> tile -> train -> predict."""
+    """The main job on the demo data: demo data -> tile -> train -> predict -> change, zones, survey plan."""
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.demo.pipeline import run_demo
 

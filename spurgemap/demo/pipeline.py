@@ -10,7 +10,8 @@ from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import check_target, staged_dir
-from spurgemap.demo.sites import DemoResult, make_demo_data
+from spurgemap.demo.sites import DemoResult, demo_rows, make_demo_data, relocate
+from spurgemap.fieldwork import ChangeInputs, SurveyPlanInputs, ZonesInputs, run_change, run_survey_plan, run_zones
 from spurgemap.predict.stage import PredictInputs, run_predict
 from spurgemap.tile.stage import TileInputs, TileResult, run_tile
 from spurgemap.tile.tileset import load_tile_set
@@ -27,7 +28,7 @@ class DemoRun:
 
 def write_demo_data(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> DemoResult:
     """Demo data into `out`, atomically (the generator itself writes into a staged folder)."""
-    total = config.demo.sites * config.demo.size_px
+    total = demo_rows(config.demo)
     with staged_dir(out, overwrite) as tmp, progress(total, "demo data", unit="rows") as advance:
         seen = 0
 
@@ -38,11 +39,13 @@ def write_demo_data(config: SpurgemapConfig, out: Path, overwrite: bool = False)
 
         result = make_demo_data(config.demo, tmp, progress=step)
         (tmp / "config.yaml").write_text(dump_config(config))
-    result.out = out
-    return result
+    return relocate(result, tmp, out)
 
 
 def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> DemoRun:
+    """Every stage on demo data with two seasons, so the field-work commands have a change to show."""
+    if config.demo.years < 2:
+        config = config.model_copy(update={"demo": config.demo.model_copy(update={"years": 2})})
     run = DemoRun(out)
     check_target(out, overwrite)
     data = write_demo_data(config, out / "data", overwrite=True)
@@ -65,6 +68,7 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
                                                 plots=out / "data" / "plots.geojson", overwrite=True))
         maps.append(f"{site} {res.summary['spurge_area_ha']:.3f} ha spurge ({res.tiles_per_second:.0f} tiles/s)")
     run.stages["predict"] = "; ".join(maps) + f" -> {out / 'maps'}"
+    _demo_fieldwork(config, out, run, data, trained.bundle)
     (out / "config.yaml").write_text(dump_config(config))
     return run
 
@@ -86,3 +90,28 @@ def _demo_augment(config: SpurgemapConfig, out: Path, run: DemoRun) -> list[Path
     run.stages["augment"] = (f"{res.images} synthetic tiles ({res.images_per_second:.2f} img/s) from sites "
                              f"{', '.join(sites)}{' - TINY RANDOM MODEL' if res.tiny_model else ''} -> {res.out}")
     return [res.out]
+
+
+def _demo_fieldwork(config: SpurgemapConfig, out: Path, run: DemoRun, data: DemoResult, bundle: Path) -> None:
+    """Next season's flight mapped with the same model, then change, spray zones and a survey plan."""
+    year = max(data.later_orthos)
+    # demo sites are ~40 m across, so fewer, closer visits than the defaults meant for real sites
+    plan = config.survey_plan.model_copy(update={"n": min(config.survey_plan.n, 10),
+                                                 "min_spacing_m": min(config.survey_plan.min_spacing_m, 4.0)})
+    config = config.model_copy(update={"survey_plan": plan})
+    plots = out / "data" / "plots.geojson"
+    changes, zones, plans = [], [], []
+    for site, ortho in zip(data.site_ids, data.later_orthos[year], strict=True):
+        later = out / f"maps_year{year}" / site
+        run_predict(config, PredictInputs(ortho, bundle, later, plots=plots, overwrite=True))
+        ch = run_change(config, ChangeInputs(out / "maps" / site, later, out / "change" / site, plots, overwrite=True))
+        c = ch.summary["classes"]
+        changes.append(f"{site} new {c['new']['area_m2']:.0f} m², gone {c['gone']['area_m2']:.0f} m²")
+        zo = run_zones(config, ZonesInputs(later, out / "zones" / site, overwrite=True))
+        zones.append(f"{site} {zo.zones} zones {zo.treated_area_m2:.0f} m²")
+        sp = run_survey_plan(config, SurveyPlanInputs(later, out / "survey_plan" / site, exclude=[plots],
+                                                      overwrite=True))
+        plans.append(f"{site} {sp.n_visits} visits {sp.route_length_m:.0f} m")
+    run.stages["change"] = "; ".join(changes) + f" -> {out / 'change'}"
+    run.stages["zones"] = "; ".join(zones) + f" -> {out / 'zones'}"
+    run.stages["survey-plan"] = "; ".join(plans) + f" -> {out / 'survey_plan'}"

@@ -46,9 +46,28 @@ def _assign_kinds(rng: np.random.Generator, plots: list[Plot]) -> list[Plot]:
     return [replace(p, kind=k) for p, k in zip(plots, kinds, strict=True)]
 
 
+def _spread(rng: np.random.Generator, patches: list[Patch], gsd_m: float) -> list[Patch]:
+    """One season of spread: each visible patch grows outward and may seed a satellite nearby.
+
+    Leafy spurge spreads by creeping roots, so new stems appear around existing patches rather
+    than at random; the new patches are appended, so last year's stems stay where they were.
+    """
+    grown: list[Patch] = []
+    for p in patches:
+        if p.kind == "cryptic" or rng.random() < 0.2:
+            continue
+        grown.append(replace(p, radius=p.radius * float(rng.uniform(1.4, 1.8)), density=p.density * 0.5))
+        if rng.random() < 0.5:
+            ang, dist = rng.uniform(0, 2 * np.pi), p.radius * float(rng.uniform(1.8, 2.6))
+            grown.append(replace(p, cx=p.cx + dist * float(np.cos(ang)), cy=p.cy + dist * float(np.sin(ang)),
+                                 radius=max(p.radius * 0.5, 0.3 / gsd_m)))
+    return grown
+
+
 def build_scene(
-    seed: int, site: int, size: int, gsd_m: float, n_plots: int, plot_size_m: float
+    seed: int, site: int, size: int, gsd_m: float, n_plots: int, plot_size_m: float, year: int = 1
 ) -> Scene:
+    """Year 1 is the surveyed season; each later year adds one season of spread to the same plants."""
     collar = make_collar(_rng(seed, site, 1), size)
     plot_px = plot_size_m / gsd_m
     clearance = max(24.0, 0.01 * size)
@@ -69,6 +88,8 @@ def build_scene(
         cx, cy = p.to_pixel(u, v)
         patches += plot_patches(rng, cx, cy, cell, p.kind)
     patches += background_patches(rng, size, gsd_m)
+    for season in range(2, year + 1):
+        patches += _spread(_rng(seed, site, 10 + season), patches, gsd_m)
 
     xs, ys, pale = [], [], []
     for patch in patches:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,13 @@ from spurgemap.geo.demo_io import (
     write_plots_geojson,
 )
 
-__all__ = ["DemoResult", "make_demo_data", "site_ids"]
-
 # Sites sit east of Helena, Montana (leafy-spurge country), in a grid of 5 per row.
 ANCHOR_LONLAT = (-111.95, 46.55)
 SURVEYORS = ["A. Rivera", "J. Okafor", "M. Lindqvist", "K. Two Feathers", "S. Patel", "D. Moreau"]
 MIN_PLOT_PX = 32
+# A later season's flight starts this many px east/south of the first (~0.1 cell of a 250-px tile,
+# under the quarter cell at which `spurgemap change` warns) and covers this many px less.
+SHIFT_PX, SHRINK_PX = (27, 15), 60
 
 
 @dataclass
@@ -47,6 +48,8 @@ class DemoResult:
     seconds: float
     megapixels: float
     cover_pct: dict[tuple[str, str], float] = field(default_factory=dict)
+    later_orthos: dict[int, list[Path]] = field(default_factory=dict)  # year -> orthos (years >= 2)
+    later_truths: dict[int, list[Path]] = field(default_factory=dict)
 
 
 def site_ids(n: int) -> list[str]:
@@ -97,6 +100,40 @@ def _write_site(
     return counts
 
 
+def demo_rows(cfg: DemoConfig) -> int:
+    """Raster rows `make_demo_data` writes: the unit of its progress."""
+    return cfg.sites * sum(cfg.size_px - SHRINK_PX * (y - 1) for y in range(1, cfg.years + 1))
+
+
+def relocate(result: DemoResult, old: Path, new: Path) -> DemoResult:
+    """The same result with every path under `old` moved under `new` (after a staged folder's rename)."""
+    def move(p: Path) -> Path:
+        return new / p.relative_to(old)
+
+    return replace(
+        result, out=new, ortho_paths=[move(p) for p in result.ortho_paths],
+        truth_paths=[move(p) for p in result.truth_paths], plots_path=move(result.plots_path),
+        survey_path=move(result.survey_path),
+        later_orthos={y: [move(p) for p in ps] for y, ps in result.later_orthos.items()},
+        later_truths={y: [move(p) for p in ps] for y, ps in result.later_truths.items()})
+
+
+def _write_later_year(cfg: DemoConfig, i: int, year: int, folder: Path,
+                      on_strip: Callable[[int], None]) -> None:
+    """The same site one or more seasons later: spread spurge, a shifted and smaller flight."""
+    scene = build_scene(cfg.seed, i, cfg.size_px, cfg.gsd_m, cfg.plots_per_site, cfg.plot_size_m, year=year)
+    dx, dy = (v * (year - 1) for v in SHIFT_PX)
+    size = cfg.size_px - SHRINK_PX * (year - 1)
+    west, north = _site_origin(cfg, i)
+    with SiteRasterWriter(folder / "ortho.tif", folder / "truth.tif", epsg=cfg.epsg, west=west + dx * cfg.gsd_m,
+                          north=north - dy * cfg.gsd_m, gsd_m=cfg.gsd_m, size=size) as writer:
+        for row0 in range(0, size, BLOCK):
+            row1 = min(size, row0 + BLOCK)
+            rgba, truth = render_strip(scene, dy + row0, dy + row1, dx, size)
+            writer.write_strip(row0, rgba, truth)
+            on_strip(row1 - row0)
+
+
 def _ring(p: Plot, west: float, north: float, gsd: float) -> list[tuple[float, float]]:
     k = p.corners()
     pts = [(west + float(x) * gsd, north - float(y) * gsd) for x, y in k]
@@ -111,7 +148,7 @@ def make_demo_data(
     _validate(cfg, out)
     t0 = time.perf_counter()
     ids = site_ids(cfg.sites)
-    total_rows = cfg.sites * cfg.size_px
+    total_rows = demo_rows(cfg)
     done = 0
 
     def on_strip(rows: int) -> None:
@@ -168,6 +205,13 @@ def make_demo_data(
                 }
             )
 
+    later: dict[int, list[Path]] = {}
+    for year in range(2, cfg.years + 1):
+        for i, sid in enumerate(ids):
+            folder = out / f"year{year}" / "sites" / sid
+            _write_later_year(cfg, i, year, folder, on_strip)
+            later.setdefault(year, []).append(folder / "ortho.tif")
+
     out.mkdir(parents=True, exist_ok=True)
     plots_path = out / "plots.geojson"
     write_plots_geojson(plots_path, records, rings, cfg.epsg)
@@ -189,6 +233,9 @@ def make_demo_data(
         f"plots.geojson          {len(survey)} plots, {cfg.plot_size_m:g} m squares, EPSG:4326",
         f"survey.csv             presence per plot ({n_present} present); cover_pct from truth",
     ]
+    for year in later:
+        readme.append(f"year{year}/sites/<site>/  the same sites {year - 1} season(s) later: spurge spread "
+                      "around its patches; the flight shifted and smaller")
     (out / "README.txt").write_text("\n".join(readme) + "\n")
     seconds = time.perf_counter() - t0
     return DemoResult(
@@ -203,4 +250,6 @@ def make_demo_data(
         seconds=seconds,
         megapixels=cfg.sites * cfg.size_px**2 / 1e6,
         cover_pct=cover,
+        later_orthos=later,
+        later_truths={y: [p.with_name("truth.tif") for p in paths] for y, paths in later.items()},
     )

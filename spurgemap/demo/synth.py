@@ -368,13 +368,15 @@ def render_window(scene: Scene, rows: tuple[int, int], cols: tuple[int, int]) ->
     return out, truth
 
 
-def render_strip(scene: Scene, row0: int, row1: int) -> tuple[U8, U8]:
-    """Full-width strip, rendered in column chunks so float temporaries stay small."""
-    rgba = np.empty((4, row1 - row0, scene.size), np.uint8)
-    truth = np.empty((row1 - row0, scene.size), np.uint8)
-    for c0 in range(0, scene.size, CHUNK_COLS):
-        c1 = min(scene.size, c0 + CHUNK_COLS)
-        rgba[:, :, c0:c1], truth[:, c0:c1] = render_window(scene, (row0, row1), (c0, c1))
+def render_strip(scene: Scene, row0: int, row1: int, col0: int = 0, width: int | None = None) -> tuple[U8, U8]:
+    """A strip of `width` columns from `col0` (default: full width), rendered in column chunks so
+    float temporaries stay small."""
+    width = scene.size - col0 if width is None else width
+    rgba = np.empty((4, row1 - row0, width), np.uint8)
+    truth = np.empty((row1 - row0, width), np.uint8)
+    for c0 in range(0, width, CHUNK_COLS):
+        c1 = min(width, c0 + CHUNK_COLS)
+        rgba[:, :, c0:c1], truth[:, c0:c1] = render_window(scene, (row0, row1), (col0 + c0, col0 + c1))
     return rgba, truth
 
 

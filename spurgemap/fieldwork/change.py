@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from affine import Affine
 from shapely import union_all
 from shapely.geometry.base import BaseGeometry
 
+from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import change_preview
@@ -29,12 +30,6 @@ log = logging.getLogger(__name__)
 NODATA = 255
 ABSENT, NEW, GONE, PERSISTING = 0, 1, 2, 3
 CLASS_NAMES = {ABSENT: "absent", NEW: "new", GONE: "gone", PERSISTING: "persisting"}
-
-
-@dataclass
-class ChangeParams:
-    max_offset_cells: float = 0.25  # warn above this grid offset (fraction of a cell)
-    max_resolution_diff: float = 0.05  # warn above this relative difference in cell size
 
 
 @dataclass
@@ -126,7 +121,8 @@ def per_plot(geoms: list[BaseGeometry], labels: list[str], polys: dict[int, list
     return rows
 
 
-def run_change(params: ChangeParams, inputs: ChangeInputs) -> ChangeResult:
+def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
+    params = config.change
 
     check_target(Path(inputs.out), inputs.overwrite)
     b = io.read_map(inputs.before, inputs.before_name)
@@ -155,7 +151,7 @@ def run_change(params: ChangeParams, inputs: ChangeInputs) -> ChangeResult:
         "grid_offset_cells": round(offset, 4) if same else None,
         "resolution_difference": round(res, 4) if same else None,
         "common_area_m2": round(float((change != NODATA).sum() * cell_m2), 3), "classes": areas,
-        **spread(areas), "parameters": asdict(params),
+        **spread(areas), "parameters": params.model_dump(mode="json"),
     }
     if inputs.plots is not None:
         geoms, labels = io.read_layer_geoms(inputs.plots, b.crs_wkt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from affine import Affine
 from shapely import STRtree, box, points
 from shapely.geometry.base import BaseGeometry
 
+from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id
 from spurgemap.core.workdir import check_target, staged_dir
@@ -42,15 +43,6 @@ ACCURACY_RECIPE = (
     "and must not enter the estimate. The spacing rule makes each band's draw approximately, not exactly, "
     "simple random."
 )
-
-
-@dataclass
-class SurveyPlanParams:
-    n: int
-    min_spacing_m: float = 20.0
-    start_lonlat: tuple[float, float] | None = None
-    seed: int = 0
-    band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
 
 
 @dataclass
@@ -183,7 +175,8 @@ def band_table(pct: np.ndarray, eligible: np.ndarray, sel: Selection, edges: tup
     return out
 
 
-def run_survey_plan(params: SurveyPlanParams, inputs: SurveyPlanInputs) -> SurveyPlanResult:
+def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> SurveyPlanResult:
+    params = config.survey_plan
 
     if params.n < 1:
         raise InputError(f"--n {params.n}: ask for at least 1 visit")
@@ -249,7 +242,7 @@ def run_survey_plan(params: SurveyPlanParams, inputs: SurveyPlanInputs) -> Surve
         "eligible_cells": int(eligible.sum()), "route_length_m": round(length, 2),
         "nearest_neighbour_length_m": round(nn_length, 2),
         "start": {"x": float(start[0]), "y": float(start[1])}, "bands": bands,
-        "accuracy_estimation": ACCURACY_RECIPE, "parameters": asdict(params),
+        "accuracy_estimation": ACCURACY_RECIPE, "parameters": params.model_dump(mode="json"),
     }
     with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
         files = {"gpkg": tmp / "visits.gpkg", "gpx": tmp / "visits.gpx", "csv": tmp / "visits.csv",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pandas as pd
 from shapely import Polygon, contains_xy, get_parts, union_all
 from shapely.geometry.base import BaseGeometry
 
+from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import zones_preview
@@ -27,14 +28,6 @@ from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.fieldwork_io import write_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ZonesParams:
-    buffer_m: float = 1.0
-    min_area_m2: float = 1.0
-    simplify_m: float = 0.25
-    rate_l_per_ha: float | None = None  # herbicide rate; without it RATE is 1 (on/off section control)
 
 
 @dataclass
@@ -92,7 +85,8 @@ def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.nd
     return pd.DataFrame(rows, columns=cols)
 
 
-def run_zones(params: ZonesParams, inputs: ZonesInputs) -> ZonesResult:
+def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
+    params = config.zones
 
     for opt, value in (("--buffer", params.buffer_m), ("--min-area", params.min_area_m2),
                        ("--simplify", params.simplify_m)):
@@ -124,7 +118,7 @@ def run_zones(params: ZonesParams, inputs: ZonesInputs) -> ZonesResult:
         "present_cells": int(present.sum()), "present_cells_untreated": int((~covered).sum()),
         "rate_l_per_ha": params.rate_l_per_ha, "rate_field": "L/ha" if params.rate_l_per_ha else "1 = spray (on/off)",
         "herbicide_l": round(treated / 1e4 * params.rate_l_per_ha, 3) if params.rate_l_per_ha else None,
-        "parameters": asdict(params),
+        "parameters": params.model_dump(mode="json"),
     }
     with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
         files = {"gpkg": tmp / "zones.gpkg", "shp": tmp / "zones.shp", "kml": tmp / "zones.kml",
