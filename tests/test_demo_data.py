@@ -244,3 +244,27 @@ def test_bad_settings_raise_input_error(
     with pytest.raises(InputError, match=message):
         make_demo_data(_cfg(**settings), tmp_path / "x")
     assert not (tmp_path / "x" / "sites").exists()
+
+
+def test_second_season_spreads_spurge_on_a_shifted_smaller_flight(demo: DemoResult, tmp_path: Path) -> None:
+    two = make_demo_data(_cfg(seed=0, years=2), tmp_path / "two")
+    # the first season does not depend on how many seasons are made
+    assert np.array_equal(_read(two.ortho_paths[0]), _read(demo.ortho_paths[0]))
+    later = two.later_orthos[2][0]
+    assert later == tmp_path / "two" / "year2" / "sites" / "site01" / "ortho.tif"
+    with rasterio.open(two.ortho_paths[0]) as a, rasterio.open(later) as b:
+        assert b.crs == a.crs and b.width == b.height == SIZE - 60
+        dx, dy = (b.transform.c - a.transform.c) / a.res[0], (a.transform.f - b.transform.f) / a.res[1]
+        assert (round(dx, 6), round(dy, 6)) == (27, 15)  # ~0.1 cell: under the quarter cell change warns at
+    t1 = _read(two.truth_paths[0])[0][15:15 + SIZE - 60, 27:27 + SIZE - 60]
+    t2 = _read(two.later_truths[2][0])[0]
+    both = (t1 != 255) & (t2 != 255)
+    assert both.mean() > 0.9
+    s1, s2 = (t1[both] == 1).mean(), (t2[both] == 1).mean()
+    assert s2 > 1.4 * s1  # one season of spread
+    # spread grows around last year's patches: new spurge lies near old spurge
+    from scipy.ndimage import distance_transform_edt
+
+    near_old = distance_transform_edt(~((t1 == 1) & both)) * 0.014 < 3.0  # within 3 m
+    new = (t2 == 1) & (t1 != 1) & both
+    assert near_old[new].mean() > 0.8

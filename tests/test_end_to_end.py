@@ -86,3 +86,16 @@ def test_demo_command_runs_the_built_stages(tmp_path):
     assert (tmp_path / "run" / "config.yaml").exists()
     arr = rasterio.open(next((tmp_path / "run" / "tiles" / "tiles").rglob("*.tif"))).read()
     assert arr.shape == (3, 250, 250) and np.ptp(arr) > 50
+    # the second season is mapped and compared; zones and a survey plan come from it
+    for site in ("site01", "site02", "site03"):
+        with rasterio.open(tmp_path / "run" / "change" / site / "change.tif") as ds:
+            change = ds.read(1)
+        with rasterio.open(tmp_path / "run" / "maps" / site / "ortho_class.tif") as ds:
+            before = ds.read(1)
+        # the change map lives on last year's grid: its present cells are exactly gone + persisting
+        assert np.array_equal((before == 1), np.isin(change, (2, 3)))
+        assert (change == 3).sum() > (change == 2).sum()  # spurge spreads more than it retreats
+        assert (tmp_path / "run" / "zones" / site / "zones.shp").exists()
+        assert (tmp_path / "run" / "survey_plan" / site / "visits.gpx").exists()
+    flat = " ".join(res.stdout.split())
+    assert "change: site01 new" in flat and "zones: site01" in flat and "survey-plan: site01" in flat
