@@ -48,26 +48,23 @@ def _read(path: Path, row: int, col: int, size: int) -> tuple[np.ndarray, float]
     return data[:3], float((data[3] == 255).mean())
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cells")
-    ortho = make_rgba(root / "ortho.tif", SIZE, SIZE, seed=5, collar=COLLAR)
-    with rasterio.open(ortho, "r+") as ds:  # regions of different greenness on top of the texture
-        data = ds.read().astype(np.int16)
-        yy, xx = np.mgrid[:SIZE, :SIZE]
-        boost = (np.where(xx > SIZE / 2, 70, -50) + np.where(yy > SIZE / 2, 40, -30)
-                 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0))
-        data[1] = np.clip(data[1] + boost, 0, 255)
-        data[:3, :, :COLLAR] = 0
-        ds.write(data.astype(np.uint8))
+def green_bundle(path: Path, ortho: Path, x0: int = 0, tile: int = TILE, input_size: int = INPUT) -> Path:
+    """A test_efficientnet bundle (with its ONNX graph) whose logit tracks excess green, +-6 units.
+
+    The head is the least-squares fit of a scaled excess green on backbone features of windows of
+    `ortho` (columns from `x0`), so probabilities span most of 0..1 across that raster.
+    """
     torch.manual_seed(0)
     backbone, spec = create_backbone("test_efficientnet", pretrained=False)
     model = SpurgeClassifier(backbone, spec.num_features).eval()
-    prep = Prep(INPUT, MEAN, STD, torch.device("cpu"), channels_last=False)
+    prep = Prep(input_size, MEAN, STD, torch.device("cpu"), channels_last=False)
+    with rasterio.open(ortho) as ds:
+        image = ds.read(indexes=[1, 2, 3])
+    h, w = image.shape[1:]
     wins, exg = [], []
-    for r in range(0, SIZE - TILE, TILE // 2):
-        for c in range(COLLAR, SIZE - TILE, TILE // 2):
-            rgb, _ = _read(ortho, r, c, TILE)
+    for r in range(0, h - tile, tile // 2):
+        for c in range(x0, w - tile, tile // 2):
+            rgb = image[:, r:r + tile, c:c + tile]
             wins.append(rgb)
             exg.append(_excess_green(rgb))
     with torch.inference_mode():
@@ -75,15 +72,36 @@ def scene(tmp_path_factory) -> dict[str, Path]:
     e = np.array(exg)
     target = np.clip(6 * (e - np.median(e)) / e.std(), -6, 6)  # logits of several units either way
     design = np.hstack([feats, np.ones((len(feats), 1))])
-    w, *_ = np.linalg.lstsq(design, target, rcond=None)
+    w_ls, *_ = np.linalg.lstsq(design, target, rcond=None)
     with torch.no_grad():
-        model.head.weight.copy_(torch.from_numpy(w[:-1]).float()[None])
-        model.head.bias.fill_(float(w[-1]))
-    bundle = root / "green.spurge"
-    save_bundle(bundle, model, {
-        "spurgemap_version": "test", "backbone": "test_efficientnet", "input_size": INPUT, "mean": MEAN,
-        "std": STD, "class_names": ["no_spurge", "leafy_spurge"], "tile_size_px": TILE, "gsd_m": GSD,
-        "threshold": 0.5}, onnx=tile_onnx(model, TILE, INPUT, list(MEAN), list(STD)))
+        model.head.weight.copy_(torch.from_numpy(w_ls[:-1]).float()[None])
+        model.head.bias.fill_(float(w_ls[-1]))
+    save_bundle(path, model, {
+        "spurgemap_version": "test", "backbone": "test_efficientnet", "input_size": input_size, "mean": MEAN,
+        "std": STD, "class_names": ["no_spurge", "leafy_spurge"], "tile_size_px": tile, "gsd_m": GSD,
+        "threshold": 0.5}, onnx=tile_onnx(model, tile, input_size, list(MEAN), list(STD)))
+    return path
+
+
+def green_ortho(path: Path, size: int, collar: int, seed: int = 5) -> Path:
+    """RGBA texture with regions of different greenness and an alpha collar on the left."""
+    ortho = make_rgba(path, size, size, seed=seed, collar=collar)
+    with rasterio.open(ortho, "r+") as ds:
+        data = ds.read().astype(np.int16)
+        yy, xx = np.mgrid[:size, :size]
+        boost = (np.where(xx > size / 2, 70, -50) + np.where(yy > size / 2, 40, -30)
+                 + 60 * np.sin(xx / 37.0) * np.cos(yy / 53.0))
+        data[1] = np.clip(data[1] + boost, 0, 255)
+        data[:3, :, :collar] = 0
+        ds.write(data.astype(np.uint8))
+    return ortho
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cells")
+    ortho = green_ortho(root / "ortho.tif", SIZE, COLLAR)
+    bundle = green_bundle(root / "green.spurge", ortho, COLLAR)
     return {"root": root, "ortho": ortho, "bundle": bundle}
 
 
