@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,16 @@ def test_grid_writes_all_outputs_caches_and_repeats(setup, tmp_path):
     per_run = res.groupby(["method", "k", "seed"]).size()
     assert len(per_run) == 6 and (per_run == 6).all()  # one row set per (method, k, seed)
     assert set(res.split) == {"validation", "test"}
-    ba = res[res.metric == "balanced_accuracy"].value
-    assert ba.between(0, 1).all()
+    # every row is the number its run's own metrics.json holds
+    runs = list((out / "runs").glob("*/k*/seed*/train/metrics.json"))
+    assert len(runs) == 6
+    for path in runs:
+        method, k, seed = path.parts[-5], int(path.parts[-4][1:]), int(path.parts[-3][4:].split("-")[0])
+        m = json.loads(path.read_text())
+        for split, block in (("validation", m["validation"]), ("test", m["test"])):
+            row = res[(res.method == method) & (res.k == k) & (res.seed == seed) & (res.split == split)
+                      & (res.metric == "balanced_accuracy")]
+            assert row.value.tolist() == [pytest.approx(block["balanced_accuracy"])], (path, split)
     summary = (out / "summary.md").read_text()
     assert "TINY RANDOM" in summary and "| baseline |" in summary and "| dafusion |" in summary
     with Image.open(out / "accuracy_vs_k.png") as im:

@@ -103,14 +103,25 @@ def test_output_files_are_qgis_ready(trained, mapped):
     b = tiles.total_bounds
     assert -180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90 and 44 < b[1] < 49  # Montana
     assert all(g.exterior.is_ccw for g in tiles.geometry)  # RFC 7946 right-hand rule
-    assert set(tiles["class"]) <= {"present", "absent"} and tiles.probability.between(0, 1).all()
+    # each feature is the raster cell it names: probability (rounded to %) and class
+    with rasterio.open(mapped / "ortho_prob.tif") as ds:
+        pct = ds.read(1)
+    with rasterio.open(mapped / "ortho_class.tif") as ds:
+        cls = ds.read(1)
+    rc = (tiles["row"].to_numpy(), tiles["col"].to_numpy())
+    assert len(tiles) == int((pct != 255).sum()) and (pct[rc] != 255).all()
+    assert (np.rint(tiles.probability.to_numpy() * 100) == pct[rc]).all()
+    assert (tiles["class"].to_numpy() == np.where(cls[rc] == 1, "present", "absent")).all()
     text = (mapped / "ortho_tiles.geojson").read_text()
     assert '"crs"' not in text  # RFC 7946 has no crs member
     presence = gpd.read_file(mapped / "ortho_presence.gpkg", layer="presence")
     summary = json.loads((mapped / "ortho_summary.json").read_text())
     assert presence.crs == crs
     assert presence.area_ha.sum() == pytest.approx(summary["spurge_area_ha"], rel=0.15, abs=0.002)
-    assert summary["tiles_per_second"] > 0 and summary["hectares_per_hour"] > 0
+    sec = summary["seconds"]
+    assert summary["tiles_per_second"] == pytest.approx(summary["tiles_predicted"] / sec, rel=0.02)
+    assert summary["hectares_per_hour"] == pytest.approx(summary["mapped_area_ha"] / (sec / 3600), rel=0.02)
+    assert summary["present_cells"] == int((cls == 1).sum()) and summary["cells"] == len(tiles)
     assert len(summary["plots"]) == 27 and {"spurge_area_m2", "spurge_share"} <= set(summary["plots"][0])
     assert "plot" in (mapped / "ortho_summary.csv").read_text()
     for name in ("prob", "class", "tiles", "presence"):

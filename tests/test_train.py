@@ -231,7 +231,20 @@ def test_every_on_the_fly_augmentation_runs(tileset, tiny_weights, tmp_path):
                                "train.augment.color_jitter": 0.2, "train.augment.cutmix": 0.5,
                                "train.augment.mixup": 0.5})
     res = run_train(cfg, TrainInputs(tileset, tmp_path / "run"))
-    assert 0 <= res.balanced_accuracy <= 1
+    # the reported balanced accuracy is that of the saved bundle on validation site s0
+    from sklearn.metrics import balanced_accuracy_score
+
+    from spurgemap.model.preprocess import Prep, to_tensor
+
+    ts = load_tile_set(tileset)
+    val = ts.groups == "s0"
+    model, meta = model_from_bundle(res.bundle)
+    prep = Prep(meta.input_size, meta.mean, meta.std, torch.device("cpu"), channels_last=False)
+    with torch.inference_mode():
+        probs = torch.sigmoid(model(prep(to_tensor(ts.images[val])))).numpy()
+    expect = balanced_accuracy_score(ts.labels[val], (probs >= meta.threshold).astype(int))
+    assert res.balanced_accuracy == pytest.approx(expect, abs=1e-9)
+    assert res.metrics["validation"]["n"] == int(val.sum()) == 10
     xb, yb = torch.rand(4, 3, 8, 8), torch.tensor([0.0, 1.0, 0.0, 1.0])
     for kind in ("cutmix", "mixup"):
         c = _cfg(tiny_weights, **{f"train.augment.{kind}": 1.0}).train

@@ -25,6 +25,7 @@ FORMAT = "spurgemap-bundle"
 # 1: untyped metadata (still read); 2: the BundleMeta schema below (same keys, validated types).
 FORMAT_VERSION = 2
 WEIGHTS, METADATA, ONNX = "weights.safetensors", "metadata.json", "model.onnx"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry
 
 
 class BundleMeta(BaseModel):
@@ -66,10 +67,15 @@ def write_bundle(path: Path, meta: BundleMeta, weights: bytes, onnx: bytes | Non
     body["format"], body["format_version"] = FORMAT, FORMAT_VERSION
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr(METADATA, json.dumps(body, indent=2, sort_keys=True), zipfile.ZIP_DEFLATED)
-        zf.writestr(WEIGHTS, weights, zipfile.ZIP_STORED)
+        # members carry a fixed date, not the write time: the same model gives the same bytes and
+        # sha256 (a resumed or repeated training run, and the maps' provenance tags, agree)
+        def put(name: str, payload: str | bytes, method: int) -> None:
+            zf.writestr(zipfile.ZipInfo(name, date_time=ZIP_DATE), payload, method)
+
+        put(METADATA, json.dumps(body, indent=2, sort_keys=True), zipfile.ZIP_DEFLATED)
+        put(WEIGHTS, weights, zipfile.ZIP_STORED)
         if onnx is not None:
-            zf.writestr(ONNX, onnx, zipfile.ZIP_STORED)
+            put(ONNX, onnx, zipfile.ZIP_STORED)
     data = buf.getvalue()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
