@@ -98,7 +98,16 @@ VARIANTS: dict[str, Variant] = {
     "finetune": replace(BASE, name="fine-tune", mode="finetune", epochs=4, lr=3e-4, input_size=128,
                         note="all layers, 4 epochs, lr 3e-4, 128 px (CPU budget)"),
 }
-DEFAULT_VARIANTS = "baseline,thr0.5,plot1,f2,f3,in320,stride2,tta"
+F2 = VARIANTS["f2"]
+VARIANTS.update({
+    "f2-tta": replace(F2, name="GSD x2 + TTA", tta=True),
+    "f2-stride2": replace(F2, name="GSD x2 + stride tile/2", stride_div=2),
+    "f2-in320": replace(F2, name="GSD x2 + input 320", input_size=320),
+    "f2-thr0.5": replace(F2, name="GSD x2 + threshold 0.5", threshold="0.5"),
+    "f2-finetune": replace(F2, name="GSD x2 + fine-tune", mode="finetune", epochs=5, lr=3e-4, input_size=160,
+                           note="all layers, 5 epochs, lr 3e-4, 160 px (CPU budget)"),
+})
+DEFAULT_VARIANTS = "baseline,thr0.5,stride2,tta,f1.5,f2,f3,f2-p2,f2-stride2,f2-tta"
 
 
 # ----------------------------------------------------------------------------------------- frames
@@ -316,7 +325,7 @@ def _cfg(v: Variant, args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Working], args: argparse.Namespace,
-             work: Path, timing: dict[str, float]) -> dict[str, Any]:
+             work: Path, timing: dict[str, float], orig_frames: dict[str, Working]) -> dict[str, Any]:
     """Train on every frame but `test`, map `test`, score its cells. Trained models and maps are reused
     by variants that share them (keyed by the settings they depend on)."""
     import geopandas as gpd
@@ -398,6 +407,28 @@ def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Workin
         tr_s.append(c["exg"][full])
     exg_thr = best_threshold(np.concatenate(tr_y), np.concatenate(tr_s))
     exg = cells["exg"][valid]
+    # the same figures on a common grid of --eval-cell-px original pixels, whatever the variant's
+    # resolution and stride (maps aggregated by area-weighted mean probability)
+    orig = orig_frames[test.fid]
+    ep = args.eval_cell_px
+    cell_orig = stride * test.width / wfs[test.fid].cover.shape[1]
+    cprob, cok = to_common(prob_pct.astype(np.float64) / 100, valid, cell_orig, ep, orig.cover.shape)
+    cc = common_cells(orig, ep)
+    full = _full_cells(orig.cover.shape, ep)
+    cy = (cc["cover"][full][cok.ravel()] >= args.present_fraction).astype(int)
+    cp = cprob[cok]
+    tr_y2, tr_s2 = [], []
+    for f in train_frames:
+        c = common_cells(orig_frames[f.fid], ep)
+        fl = _full_cells(orig_frames[f.fid].cover.shape, ep)
+        tr_y2.append((c["cover"][fl] >= args.present_fraction).astype(int))
+        tr_s2.append(c["exg"][fl])
+    exg_thr2 = best_threshold(np.concatenate(tr_y2), np.concatenate(tr_s2))
+    ce = cc["exg"][full][cok.ravel()]
+    info["common"] = {"cell_m": ep * test.gsd_m, "model": scores(cy, (cp >= thr).astype(int), cp),
+                      "exg": scores(cy, (ce >= exg_thr2).astype(int), ce), "exg_threshold": exg_thr2,
+                      "_y": cy.tolist(), "_prob": cp.tolist(), "_pred": (cp >= thr).astype(int).tolist(),
+                      "_exg": ce.tolist(), "_exg_pred": (ce >= exg_thr2).astype(int).tolist()}
     info.update({"threshold": thr, "exg_threshold": exg_thr, "cell_m": stride * wfs[test.fid].gsd_m,
                  "tile_m": tile_px * wfs[test.fid].gsd_m, "cells": int(valid.sum()),
                  "cells_nodata": int((~valid).sum()),
@@ -405,6 +436,32 @@ def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Workin
                  "_y": y.tolist(), "_prob": prob.tolist(), "_pred": pred.tolist(), "_exg": exg.tolist(),
                  "_exg_pred": (exg >= exg_thr).astype(int).tolist()})
     return info
+
+
+def _overlap(n_fine: int, fine: float, n_coarse: int, coarse: float) -> np.ndarray:
+    """(n_coarse, n_fine) lengths of overlap between coarse cells and fine cells on one axis."""
+    a0 = np.arange(n_coarse)[:, None] * coarse
+    b0 = np.arange(n_fine)[None, :] * fine
+    return np.clip(np.minimum(a0 + coarse, b0 + fine) - np.maximum(a0, b0), 0, None)
+
+
+def to_common(values: np.ndarray, valid: np.ndarray, cell_orig_px: float, eval_px: int,
+              shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted mean of a map (cells of `cell_orig_px` original pixels) on the common grid of
+    `eval_px` original pixels; a common cell is valid when >= half of it is covered by valid cells."""
+    h, w = shape
+    nR, nC = h // eval_px, w // eval_px
+    wr = _overlap(values.shape[0], cell_orig_px, nR, eval_px)
+    wc = _overlap(values.shape[1], cell_orig_px, nC, eval_px)
+    v = valid.astype(np.float64)
+    num = wr @ (np.where(valid, values, 0) * v) @ wc.T
+    den = wr @ v @ wc.T
+    ok = den >= 0.5 * eval_px * eval_px
+    return np.where(ok, num / np.maximum(den, 1e-9), np.nan), ok
+
+
+def common_cells(orig: Working, eval_px: int) -> dict[str, np.ndarray]:
+    return cell_table(orig, eval_px)
 
 
 def _full_cells(shape: tuple[int, int], stride: int) -> np.ndarray:
@@ -422,12 +479,27 @@ def run_variant(v: Variant, frames: list[Frame], args: argparse.Namespace, work:
     if v.factor not in wf_cache:
         wf_cache[v.factor] = {f.fid: working_frame(f, v.factor, work) for f in frames}
     wfs = wf_cache[v.factor]
+    if 1.0 not in wf_cache:
+        wf_cache[1.0] = {f.fid: working_frame(f, 1.0, work) for f in frames}
     per_frame = {}
     for test in frames:
         log.info("variant %s: held-out frame %s", v.name, test.fid)
-        per_frame[test.fid] = run_fold(v, test, frames, wfs, args, work, timing)
-    pooled = {}
+        per_frame[test.fid] = run_fold(v, test, frames, wfs, args, work, timing, wf_cache[1.0])
     ok = [r for r in per_frame.values() if "error" not in r]
+    mean, pooled = _summary(ok)
+    cmean, cpooled = _summary([r["common"] for r in ok])
+
+    def public(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: (public(v) if isinstance(v, dict) else v) for k, v in d.items() if not k.startswith("_")}
+
+    return {"variant": asdict(v), "per_frame": {k: public(r) for k, r in per_frame.items()},
+            "mean": mean, "pooled": pooled, "common_mean": cmean, "common_pooled": cpooled,
+            "seconds_new_work": round(time.perf_counter() - t0, 1),
+            "stage_seconds": {k: round(s, 1) for k, s in timing.items()}}
+
+
+def _summary(ok: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pooled: dict[str, Any] = {}
     if ok:
         y = np.concatenate([r["_y"] for r in ok])
         pooled = {"model": scores(y, np.concatenate([r["_pred"] for r in ok]), np.concatenate([r["_prob"] for r in ok])),
@@ -437,42 +509,48 @@ def run_variant(v: Variant, frames: list[Frame], args: argparse.Namespace, work:
         for m in ("balanced_accuracy", "roc_auc"):
             vals = [r[who][m] for r in ok if r[who][m] is not None]
             mean[f"{who}_{m}"] = float(np.mean(vals)) if vals else None
-    return {"variant": asdict(v), "per_frame": {k: {kk: vv for kk, vv in r.items() if not kk.startswith("_")}
-                                                for k, r in per_frame.items()},
-            "mean": mean, "pooled": pooled, "seconds_new_work": round(time.perf_counter() - t0, 1),
-            "stage_seconds": {k: round(s, 1) for k, s in timing.items()}}
+    return mean, pooled
 
 
 # ------------------------------------------------------------------------------------- report
 
 def _f(x: Any) -> str:
-    return "  -  " if x is None else f"{x:.3f}"
+    return "-" if x is None else f"{x:.3f}"
 
 
-def table(results: list[dict[str, Any]], frames: list[Frame]) -> str:
+def _cell(m: dict[str, Any]) -> str:
+    if m["balanced_accuracy"] is not None:
+        return f"{_f(m['balanced_accuracy'])}/{_f(m['roc_auc'])}"
+    if m["specificity"] is not None:
+        return f"spec {_f(m['specificity'])}"
+    return f"sens {_f(m['sensitivity'])}"
+
+
+def table(results: list[dict[str, Any]], frames: list[Frame], grid: str = "map") -> str:
+    """grid: 'map' scores per map cell (the variant's own cells), 'common' on the common grid."""
     fids = [f.fid for f in frames]
-    head = ["variant"] + [f"{fid} BA/AUC" for fid in fids] + ["mean BA", "mean AUC", "pooled BA", "pooled AUC",
-                                                               "ExG mean BA", "ExG mean AUC", "dAUC", "s"]
+    head = (["variant", "cell m"] + [f"{fid} BA/AUC (ExG)" for fid in fids]
+            + ["mean BA", "mean AUC", "ExG mean BA", "ExG mean AUC", "dAUC", "pooled BA/AUC (ExG)", "s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
         row = [res["variant"]["name"]]
+        first = next((r for r in res["per_frame"].values() if "error" not in r), None)
+        if first is None:
+            lines.append("| " + " | ".join(row + ["error"]) + " |")
+            continue
+        row.append(f"{(first['common'] if grid == 'common' else first)['cell_m']:.2f}")
         for fid in fids:
             r = res["per_frame"][fid]
             if "error" in r:
                 row.append("error")
                 continue
-            m, e = r["model"], r["exg"]
-            if m["balanced_accuracy"] is None:
-                row.append(f"spec {_f(m['specificity'])} (ExG {_f(e['specificity'])})")
-            else:
-                row.append(f"{_f(m['balanced_accuracy'])}/{_f(m['roc_auc'])} "
-                           f"(ExG {_f(e['balanced_accuracy'])}/{_f(e['roc_auc'])})")
-        mn, po = res["mean"], res["pooled"]
-        d = (mn["model_roc_auc"] - mn["exg_roc_auc"]) if mn["model_roc_auc"] is not None and mn["exg_roc_auc"] is not None else None
-        row += [_f(mn["model_balanced_accuracy"]), _f(mn["model_roc_auc"]),
-                _f(po.get("model", {}).get("balanced_accuracy")), _f(po.get("model", {}).get("roc_auc")),
-                _f(mn["exg_balanced_accuracy"]), _f(mn["exg_roc_auc"]), _f(d),
-                f"{res['seconds_new_work']:.0f}"]
+            r = r["common"] if grid == "common" else r
+            row.append(f"{_cell(r['model'])} ({_cell(r['exg'])})")
+        mn, po = (res["common_mean"], res["common_pooled"]) if grid == "common" else (res["mean"], res["pooled"])
+        d = None if mn["model_roc_auc"] is None or mn["exg_roc_auc"] is None else mn["model_roc_auc"] - mn["exg_roc_auc"]
+        row += [_f(mn["model_balanced_accuracy"]), _f(mn["model_roc_auc"]), _f(mn["exg_balanced_accuracy"]),
+                _f(mn["exg_roc_auc"]), _f(d),
+                f"{_cell(po['model'])} ({_cell(po['exg'])})" if po else "-", f"{res['seconds_new_work']:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -484,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of: {','.join(VARIANTS)}")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     p.add_argument("--present-fraction", type=float, default=0.02, help="mask cover for a present plot/cell")
+    p.add_argument("--eval-cell-px", type=int, default=250,
+                   help="common scoring grid in original frame pixels (default 250 = the native tile)")
     p.add_argument("--site-spacing-m", type=float, default=1000.0, help="eastward offset between frames")
     p.add_argument("--sensor-width-mm", type=float, default=None, help="override the camera table")
     p.add_argument("--focal-mm", type=float, default=None, help="override EXIF FocalLength")
@@ -524,7 +604,10 @@ def main(argv: list[str] | None = None) -> int:
               f" | ExG BA {_f(res['mean']['exg_balanced_accuracy'])} AUC {_f(res['mean']['exg_roc_auc'])}"
               f" | {res['seconds_new_work']:.0f} s", flush=True)
     total = time.perf_counter() - t0
-    text = table(results, frames)
+    text = ("Per map cell (the variant's own cells; truth: mask >= {pf:.0%} of the cell)\n\n"
+            + table(results, frames) + "\n\nOn the common grid of {ep} original px ({m:.2f} m; maps "
+            "aggregated by area-weighted mean probability)\n\n" + table(results, frames, "common")
+            ).format(pf=args.present_fraction, ep=args.eval_cell_px, m=args.eval_cell_px * frames[0].gsd_m)
     print(text)
     print(f"total {total:.0f} s (work reused from earlier runs in {work} is not re-timed; --fresh to redo)")
     out = {"data": str(args.data), "frames": [{**asdict(f), "jpg": str(f.jpg), "mask_path": str(f.mask_path)}
