@@ -72,6 +72,7 @@ class Variant:
     stride_div: int = 1        # predict stride = tile / stride_div
     tta: bool = False          # predict.tta
     threshold: str = "bundle"  # bundle (chosen by cross-validation on the training frames) or a number
+    fuse_exg: bool = False     # experiment: average the model probability with a training-fitted ExG probability
     note: str = ""
 
     def train_key(self) -> str:
@@ -104,6 +105,9 @@ VARIANTS.update({
     "f2-stride2": replace(F2, name="GSD x2 + stride tile/2", stride_div=2),
     "f2-in320": replace(F2, name="GSD x2 + input 320", input_size=320),
     "f2-thr0.5": replace(F2, name="GSD x2 + threshold 0.5", threshold="0.5"),
+    "f2-fuse": replace(F2, name="GSD x2 + ExG fusion", fuse_exg=True,
+                       note="experiment: mean of model and logistic(ExG) probabilities, threshold 0.5"),
+    "fuse": replace(BASE, name="ExG fusion", fuse_exg=True),
     "f2-finetune": replace(F2, name="GSD x2 + fine-tune", mode="finetune", epochs=5, lr=3e-4, input_size=160,
                            note="all layers, 5 epochs, lr 3e-4, 160 px (CPU budget)"),
 })
@@ -407,12 +411,24 @@ def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Workin
         tr_s.append(c["exg"][full])
     exg_thr = best_threshold(np.concatenate(tr_y), np.concatenate(tr_s))
     exg = cells["exg"][valid]
+    pmap = prob_pct.astype(np.float64) / 100
+    if v.fuse_exg:
+        # experiment (not in the library): mean of the model probability and an ExG probability from a
+        # logistic fit on the training frames' cells; decision threshold 0.5
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression().fit(np.concatenate(tr_s)[:, None], np.concatenate(tr_y))
+        p_exg = lr.predict_proba(cells["exg"].reshape(-1, 1))[:, 1].reshape(cells["exg"].shape)
+        pmap = 0.5 * pmap + 0.5 * p_exg
+        prob = pmap[valid]
+        thr = 0.5
+        pred = (prob >= thr).astype(int)
     # the same figures on a common grid of --eval-cell-px original pixels, whatever the variant's
     # resolution and stride (maps aggregated by area-weighted mean probability)
     orig = orig_frames[test.fid]
     ep = args.eval_cell_px
     cell_orig = stride * test.width / wfs[test.fid].cover.shape[1]
-    cprob, cok = to_common(prob_pct.astype(np.float64) / 100, valid, cell_orig, ep, orig.cover.shape)
+    cprob, cok = to_common(pmap, valid, cell_orig, ep, orig.cover.shape)
     cc = common_cells(orig, ep)
     full = _full_cells(orig.cover.shape, ep)
     cy = (cc["cover"][full][cok.ravel()] >= args.present_fraction).astype(int)
