@@ -76,7 +76,8 @@ class Variant:
     note: str = ""
 
     def describe(self) -> str:
-        return (f"GSD x{self.factor:g} (tile {self.factor * 250:g} native px), {self.plot_tiles}x{self.plot_tiles}-tile "
+        n = self.plot_tiles
+        return (f"GSD x{self.factor:g} (tile {self.factor * 250:g} native px), {n}x{n}-tile "
                 f"plots, {self.mode} {self.epochs} epochs" + (f" lr {self.lr:g}" if self.lr else "")
                 + f", input {self.input_size or 224} px, stride tile/{self.stride_div}"
                 + (", TTA" if self.tta else "") + f", threshold {self.threshold}"
@@ -314,7 +315,7 @@ def scores(y: np.ndarray, pred: np.ndarray, score: np.ndarray) -> dict[str, Any]
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
     both = len(set(y.tolist())) == 2
-    return {"n": int(len(y)), "present": int(y.sum()),
+    return {"n": len(y), "present": int(y.sum()),
             "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if both else None,
             "roc_auc": float(roc_auc_score(y, score)) if both else None,
             "specificity": float((pred[y == 0] == 0).mean()) if (y == 0).any() else None,
@@ -527,8 +528,10 @@ def _summary(ok: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     pooled: dict[str, Any] = {}
     if ok:
         y = np.concatenate([r["_y"] for r in ok])
-        pooled = {"model": scores(y, np.concatenate([r["_pred"] for r in ok]), np.concatenate([r["_prob"] for r in ok])),
-                  "exg": scores(y, np.concatenate([r["_exg_pred"] for r in ok]), np.concatenate([r["_exg"] for r in ok]))}
+        def cat(k: str) -> np.ndarray:
+            return np.concatenate([r[k] for r in ok])
+
+        pooled = {"model": scores(y, cat("_pred"), cat("_prob")), "exg": scores(y, cat("_exg_pred"), cat("_exg"))}
     mean = {}
     for who in ("model", "exg"):
         for m in ("balanced_accuracy", "roc_auc"):
@@ -561,7 +564,7 @@ def table(results: list[dict[str, Any]], frames: list[Frame], grid: str = "map")
         row = [res["variant"]["name"]]
         first = next((r for r in res["per_frame"].values() if "error" not in r), None)
         if first is None:
-            lines.append("| " + " | ".join(row + ["error"]) + " |")
+            lines.append("| " + " | ".join([*row, "error"]) + " |")
             continue
         row.append(f"{(first['common'] if grid == 'common' else first)['cell_m']:.2f}")
         for fid in fids:
@@ -572,7 +575,8 @@ def table(results: list[dict[str, Any]], frames: list[Frame], grid: str = "map")
             r = r["common"] if grid == "common" else r
             row.append(f"{_cell(r['model'])} ({_cell(r['exg'])})")
         mn, po = (res["common_mean"], res["common_pooled"]) if grid == "common" else (res["mean"], res["pooled"])
-        d = None if mn["model_roc_auc"] is None or mn["exg_roc_auc"] is None else mn["model_roc_auc"] - mn["exg_roc_auc"]
+        ma, ea = mn["model_roc_auc"], mn["exg_roc_auc"]
+        d = None if ma is None or ea is None else ma - ea
         row += [_f(mn["model_balanced_accuracy"]), _f(mn["model_roc_auc"]), _f(mn["exg_balanced_accuracy"]),
                 _f(mn["exg_roc_auc"]), _f(d),
                 f"{_cell(po['model'])} ({_cell(po['exg'])})" if po else "-", f"{res['seconds_new_work']:.0f}"]
@@ -638,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {"data": str(args.data), "frames": [{**asdict(f), "jpg": str(f.jpg), "mask_path": str(f.mask_path)}
                                               for f in frames],
            "present_fraction": args.present_fraction, "seconds_total": round(total, 1), "results": results,
-           "table": text, "settings_hash": hashlib.sha256(json.dumps(vars(args), default=str).encode()).hexdigest()[:12]}
+           "table": text,
+           "settings_hash": hashlib.sha256(json.dumps(vars(args), default=str).encode()).hexdigest()[:12]}
     (args.out / "results.json").write_text(json.dumps(out, indent=2, default=str))
     (args.out / "table.md").write_text(text + "\n")
     return 0
