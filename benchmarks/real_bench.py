@@ -351,7 +351,8 @@ def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Workin
 
     tile_px = 250
     train_frames = [f for f in frames if f.fid != test.fid]
-    fold_dir = work / "runs" / v.train_key() / f"test-{test.fid}"
+    seed = "" if args.seed == 0 else f"_seed{args.seed}"
+    fold_dir = work / "runs" / (v.train_key() + seed) / f"test-{test.fid}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     # survey on the training frames only; pick the first strip scheme that gives both classes per fold
     scheme, rows = None, []
@@ -390,7 +391,7 @@ def run_fold(v: Variant, test: Frame, frames: list[Frame], wfs: dict[str, Workin
     info["best_epoch"] = metrics["best_epoch"]
 
     stride = tile_px // v.stride_div
-    maps = work / "maps" / v.predict_key() / f"test-{test.fid}"
+    maps = work / "maps" / (v.predict_key() + seed) / f"test-{test.fid}"
     name = test.fid
     if not (maps / f"{name}_prob.tif").exists():
         t0 = time.perf_counter()
