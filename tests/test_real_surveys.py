@@ -25,7 +25,7 @@ from spurgemap.cli.app import app
 from spurgemap.config import TrainConfig, load_config
 from spurgemap.core.errors import InputError
 from spurgemap.model.classifier import SpurgeClassifier
-from spurgemap.model.engine import Batchable, Trainer
+from spurgemap.model.engine import Batchable, Trainer, bag_max, plot_bags
 from spurgemap.model.preprocess import Prep
 from spurgemap.model.splits import make_splits, near_groups, spatial_groups
 from spurgemap.predict.deepness import export_deepness
@@ -163,6 +163,15 @@ def test_multiple_instance_labels_score_weed_tiles_above_empty_ones():
     for seed in (0, 1):
         tile, mil = _tile_auc(False, seed), _tile_auc(True, seed)
         assert mil > tile + 0.02, (seed, tile, mil)
+    # bags: a plot's tiles, except tiles verified one by one (`tile --verify`), which stay alone
+    plots = np.array(["s/a", "s/a", "s/a", "s/b", "t/a"])
+    bags = plot_bags(plots, np.array([False, True, False, False, False]))
+    assert len(set(bags.tolist())) == 4 and bags[0] == bags[2] != bags[1]
+    assert len(set(plot_bags(plots, None).tolist())) == 3
+    y, p, first = bag_max(bags, np.arange(5), np.array([1, 0, 1, 0, 1]), np.array([0.2, 0.9, 0.7, 0.1, 0.4]))
+    order = np.argsort(first)
+    assert first[order].tolist() == [0, 1, 3, 4] and y[order].tolist() == [1, 0, 0, 1]
+    assert p[order].tolist() == [0.7, 0.9, 0.1, 0.4]
 
 
 def test_feature_cache_from_the_command_line_and_plot_mil_report(tileset, tiny_weights, tmp_path, monkeypatch):
