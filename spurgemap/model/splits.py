@@ -100,24 +100,36 @@ def make_splits(groups: np.ndarray, labels: np.ndarray, val_groups: list[str], t
     return splits
 
 
-def group_distances(groups: np.ndarray, bounds: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Smallest gap in metres between any two tile footprints (minx, miny, maxx, maxy) of two groups."""
+def _box_gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    dx = np.maximum(0, np.maximum(a[..., 0] - b[..., 2], b[..., 0] - a[..., 2]))
+    dy = np.maximum(0, np.maximum(a[..., 1] - b[..., 3], b[..., 1] - a[..., 3]))
+    return np.hypot(dx, dy)
+
+
+def group_distances(groups: np.ndarray, bounds: np.ndarray, limit: float) -> tuple[list[str], np.ndarray]:
+    """Smallest gap in metres between any two tile footprints (minx, miny, maxx, maxy) of two groups.
+
+    Pairs whose overall extents are farther apart than `limit` get that (lower-bound) extent gap:
+    enough to compare with `limit`, without comparing their tiles one by one.
+    """
     names = sorted(set(groups.tolist()))
     boxes = [bounds[groups == n] for n in names]
-    dist = np.zeros((len(names), len(names)))
+    extents = np.array([[b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()] for b in boxes])
+    dist = _box_gap(extents[:, None, :], extents[None, :, :])
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            a, b = boxes[i][:, None, :], boxes[j][None, :, :]
-            dx = np.maximum(0, np.maximum(a[..., 0] - b[..., 2], b[..., 0] - a[..., 2]))
-            dy = np.maximum(0, np.maximum(a[..., 1] - b[..., 3], b[..., 1] - a[..., 3]))
-            dist[i, j] = dist[j, i] = float(np.hypot(dx, dy).min())
+            if dist[i, j] > limit:
+                continue
+            gap = min(float(_box_gap(boxes[i][k:k + 512, None, :], boxes[j][None, :, :]).min())
+                      for k in range(0, len(boxes[i]), 512))  # chunks bound the memory
+            dist[i, j] = dist[j, i] = gap
     return names, dist
 
 
 def spatial_groups(groups: np.ndarray, bounds: np.ndarray, distance_m: float) -> np.ndarray:
     """Groups whose footprints lie within `distance_m` of each other (transitively) become one, so
     overlapping or adjacent flights never put the same plants in training and validation."""
-    names, dist = group_distances(groups, bounds)
+    names, dist = group_distances(groups, bounds, distance_m)
     parent = list(range(len(names)))
 
     def root(i: int) -> int:
@@ -137,7 +149,7 @@ def spatial_groups(groups: np.ndarray, bounds: np.ndarray, distance_m: float) ->
 def near_groups(groups: np.ndarray, bounds: np.ndarray, held_out: list[str], others: list[str],
                 distance_m: float) -> list[tuple[str, str, float]]:
     """(held-out group, other group, gap in m) for pairs closer than `distance_m`."""
-    names, dist = group_distances(groups, bounds)
+    names, dist = group_distances(groups, bounds, distance_m)
     pos = {n: i for i, n in enumerate(names)}
     return [(a, b, float(dist[pos[a], pos[b]])) for a in held_out for b in others
             if a in pos and b in pos and a != b and dist[pos[a], pos[b]] <= distance_m]
