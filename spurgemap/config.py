@@ -28,16 +28,25 @@ class LabelRules(_Section):
     present: list[str] = ["present", "presence", "yes", "y", "1", "true", "t", "p"]
     absent: list[str] = ["absent", "absence", "no", "n", "0", "false", "f", "a"]
     columns: list[str] = ["presence", "label", "spurge", "present", "status"]
-    class_names: list[str] = ["no_spurge", "leafy_spurge"]
+    species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
+    class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
 
     @field_validator("present", "absent")
     @classmethod
     def _normalise(cls, values: list[str]) -> list[str]:
         return [v.strip().lower() for v in values]
 
+    def names(self) -> list[str]:
+        """Class names (absent, present): the configured ones, else derived from the species."""
+        if self.class_names:
+            return list(self.class_names)
+        words = self.species.strip().lower().split()
+        return [f"no_{words[-1]}", "_".join(words)]
+
 
 class TileConfig(_Section):
     tile_size_px: int = Field(250, ge=16, le=4096)
+    gsd_m: float | None = Field(None, gt=0.0)  # resample tiles to this ground resolution (m/px)
     min_valid_fraction: float = Field(0.9, ge=0.0, le=1.0)
     resampling: Literal["nearest", "bilinear", "cubic", "lanczos"] = "bilinear"
     rotation_tolerance_deg: float = Field(0.5, ge=0.0, le=45.0)
@@ -75,6 +84,9 @@ class TrainConfig(_Section):
     test_sites: list[str] = []
     group_column: str = "site_id"  # or a cluster column of the tile index
     folds: int = Field(0, ge=0)  # 0: leave-one-group-out when no val_sites are given
+    group_by: Literal["site", "spatial"] = "site"  # spatial: groups closer than spatial_distance_m merge
+    spatial_distance_m: float = Field(50.0, ge=0.0)
+    labels: Literal["tile", "plot-mil"] = "tile"  # plot-mil: a present plot has >= 1 present tile
     shots: int | None = Field(None, ge=1)
     synthetic_alpha: float = Field(0.5, ge=0.0, le=1.0)
     augment: AugmentOnTheFly = AugmentOnTheFly()

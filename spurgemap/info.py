@@ -38,7 +38,7 @@ def _describe_bundle(path: Path) -> dict[str, Any]:
     except Exception as exc:  # safetensors raises its own error type for any corruption
         raise InputError(f"{path}: not a valid spurgemap bundle (weights: {str(exc).splitlines()[0]})") from None
     keep = ["spurgemap_version", "backbone", "backbone_weights", "mode", "input_size", "mean", "std",
-            "class_names", "tile_size_px", "gsd_m", "threshold", "tile_set_hash", "metrics"]
+            "species", "class_names", "tile_size_px", "gsd_m", "source_gsd_m", "threshold", "tile_set_hash", "metrics"]
     return {"kind": "model bundle", "path": str(path), **{k: meta.get(k) for k in keep},
             "parameters": int(sum(v.size for v in state.values()))}
 

@@ -84,6 +84,8 @@ def tile(
     survey: Annotated[Path | None, typer.Option(help="Survey CSV: site_id, plot_id, presence.")] = None,
     verify: Annotated[Path | None, typer.Option(help="Per-tile verification CSV: tile_id, presence.")] = None,
     tile_size: Annotated[int | None, typer.Option(help="Tile edge in pixels.")] = None,
+    gsd: Annotated[float | None, typer.Option(help="Resample tiles to this ground resolution (m/px), so a "
+                                                   "tile covers tile size x GSD metres on every flight.")] = None,
     min_valid: Annotated[float | None, typer.Option(help="Minimum share of valid pixels per tile.")] = None,
     bands: Annotated[str | None, typer.Option(help="Red,green,blue band numbers, e.g. 3,2,1.")] = None,
     value_range: Annotated[str | None, typer.Option(help="LO,HI of 16-bit/float pixels -> 0..255.")] = None,
@@ -100,7 +102,7 @@ def tile(
 
     def go() -> None:
         cfg = load_cli_config(config, set_, **{
-            "tile.tile_size_px": tile_size, "tile.min_valid_fraction": min_valid,
+            "tile.tile_size_px": tile_size, "tile.gsd_m": gsd, "tile.min_valid_fraction": min_valid,
             "tile.bands": parse_numbers(bands, 3, "--bands", int),
             "tile.value_range": parse_numbers(value_range, 2, "--value-range"),
             "tile.point_plot_size_m": plot_size, "tile.workers": workers})
@@ -139,11 +141,19 @@ def train(
     shots: Annotated[int | None, typer.Option(help="K training tiles per class (few-shot).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    folds: Annotated[int | None, typer.Option(help="Grouped folds that each hold both classes (0: one per site).")]
+    = None,
+    group_by: Annotated[str | None, typer.Option(help="site, or spatial: sites closer than --spatial-distance "
+                                                      "are one group.")] = None,
+    spatial_distance: Annotated[float | None, typer.Option(help="Metres for --group-by spatial.")] = None,
+    labels: Annotated[str | None, typer.Option(help="tile, or plot-mil: a present plot has >= 1 present tile.")]
+    = None,
+    feature_cache: Annotated[Path | None, typer.Option(help="Folder reusing backbone features across runs.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Train a spurge / no-spurge classifier, validated on held-out sites."""
+    """Train a presence / absence classifier, validated on held-out sites."""
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.train import TrainInputs, run_train
 
@@ -152,14 +162,19 @@ def train(
             "train.backbone": backbone, "train.weights": str(weights) if weights else None,
             "train.mode": mode, "train.epochs": epochs, "train.val_sites": split_list(val_sites),
             "train.test_sites": split_list(test_sites), "train.shots": shots, "seed": seed,
-            "train.device": device})
-        res = run_train(cfg, TrainInputs(tiles_dir, out_dir, list(synthetic or []), overwrite))
+            "train.device": device, "train.folds": folds, "train.group_by": group_by,
+            "train.spatial_distance_m": spatial_distance, "train.labels": labels})
+        res = run_train(cfg, TrainInputs(tiles_dir, out_dir, list(synthetic or []), overwrite, feature_cache))
         m = res.metrics
         out.print(f"validation ({m['selection']}): balanced accuracy {m['balanced_accuracy']:.3f}, "
                   f"ROC-AUC {m['validation']['roc_auc'] or float('nan'):.3f}, threshold {m['threshold']:.3f}, "
                   f"best epoch {m['best_epoch']}")
         if "test" in m:
             out.print(f"test sites: balanced accuracy {m['test']['balanced_accuracy']:.3f}")
+        sa = m["present_plot_tiles_scored_absent"]
+        if sa["of"]:
+            out.print(f"{sa['tiles']} of {sa['of']} validation tiles of present plots scored absent "
+                      f"({100 * sa['share']:.0f} %; labels: {m['labels']})")
         out.print(f"{'resumed, ' if res.resumed else ''}{res.seconds:.1f} s -> {res.bundle}")
 
     run_guarded(go)
@@ -181,7 +196,7 @@ def predict(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Map leafy spurge over a whole orthomosaic: GeoTIFF, GeoJSON and GeoPackage layers for QGIS."""
+    """Map the species (labels.species) over an orthomosaic: GeoTIFF, GeoJSON and GeoPackage layers for QGIS."""
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.predict import PredictInputs, run_predict
 
@@ -193,8 +208,8 @@ def predict(
         s = res.summary
         out.print(f"{res.predicted} of {res.tiles} tiles mapped with {res.backend} in {res.seconds:.1f} s: "
                   f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
-        out.print(f"leafy spurge on {s['spurge_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
-                  f"({100 * s['spurge_share']:.1f} %) -> {res.out}")
+        out.print(f"{s['species']} on {s['present_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
+                  f"({100 * s['present_share']:.1f} %) -> {res.out}")
 
     run_guarded(go)
 

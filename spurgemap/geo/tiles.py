@@ -21,6 +21,7 @@ _RESAMPLING = {
     "bilinear": Resampling.bilinear,
     "cubic": Resampling.cubic,
     "lanczos": Resampling.lanczos,
+    "average": Resampling.average,
 }
 
 
@@ -32,10 +33,13 @@ def resample_into_frame(
     crs_wkt: str,
     shape: tuple[int, int],
     resampling: str,
+    same_scale: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp a north-up patch into a (possibly rotated) grid of `shape` (rows, cols) pixels.
 
     Validity travels as an alpha band so GDAL never blends invalid (collar) pixels into the tile.
+    `same_scale=False` (tiles resampled to another ground resolution) lets GDAL widen the kernel
+    to the scale change, so `average` really averages every source pixel under a tile pixel.
     """
     # Fast path (half the time, identical pixels): every source pixel valid and the whole grid,
     # plus the kernel's reach, inside the patch; then no alpha band is needed.
@@ -48,13 +52,14 @@ def resample_into_frame(
     dst = np.zeros((3 if fast else 4, h, w), dtype=np.uint8)
     alpha = {} if fast else {"src_alpha": 4, "dst_alpha": 4}
     crs = _crs(crs_wkt)
+    scale = {"XSCALE": 1, "YSCALE": 1} if same_scale else {}
     with warnings.catch_warnings():  # arrays carry no georeferencing of their own; we pass it
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         reproject(src, dst, src_transform=src_transform, src_crs=crs, dst_transform=dst_transform,
                   dst_crs=crs, resampling=_RESAMPLING[resampling], **alpha,
                   # Same pixel size in and out: without XSCALE/YSCALE GDAL widens the kernel by the
                   # rotation's apparent scale change and blurs the tile.
-                  XSCALE=1, YSCALE=1, ERROR_THRESHOLD=0)
+                  **scale, ERROR_THRESHOLD=0)
     if fast:
         return dst, np.ones((h, w), dtype=bool)
     return dst[:3], dst[3] >= 128

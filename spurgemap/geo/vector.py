@@ -169,3 +169,14 @@ def read_tile_index(path: Path) -> gpd.GeoDataFrame:
     if len(frames) == 1:
         return frames[0]
     return pd.concat([f.to_crs(frames[0].crs) for f in frames], ignore_index=True)
+
+
+def bounds_in_metres(index: gpd.GeoDataFrame) -> Any:
+    """(N, 4) minx, miny, maxx, maxy of each footprint in metres: the index CRS when it is metric,
+    else its local UTM zone, so distances between sites need no CRS downstream."""
+    crs = index.crs
+    if crs is not None and crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
+        return index.geometry.bounds.to_numpy(float)
+    if crs is None:
+        raise InputError("tile index has no CRS; re-run `spurgemap tile`")
+    return index.to_crs(index.estimate_utm_crs()).geometry.bounds.to_numpy(float)

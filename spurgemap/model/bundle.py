@@ -44,6 +44,8 @@ class BundleMeta(BaseModel):
     class_names: list[str]
     tile_size_px: int
     gsd_m: float
+    source_gsd_m: float | None = None  # the imagery's own GSD when tiles were resampled to gsd_m (`tile --gsd`)
+    species: str = "leafy spurge"  # what the present class is: map texts, Deepness class names
     threshold: float
     mode: str = "probe"
     training_config: dict[str, Any] = {}

@@ -31,8 +31,25 @@ class Batchable:
     syn_images: np.ndarray  # (M, H, W, 3) uint8
     syn_labels: np.ndarray
     syn_by_tile: dict[int, np.ndarray] = field(default_factory=dict)  # real index -> allowed syn indices
+    bags: np.ndarray | None = None  # bag (plot) number per real tile: multiple-instance labels
 
 
+def plot_bags(plots: np.ndarray, verified: np.ndarray | None) -> np.ndarray:
+    """Bag number per tile: a plot's tiles form one bag; a tile with a verified label is its own."""
+    keys = [f"{p}\0{i}" if verified is not None and verified[i] else str(p) for i, p in enumerate(plots)]
+    return np.unique(np.asarray(keys), return_inverse=True)[1].astype(np.int64)
+
+
+def bag_max(bags: np.ndarray, idx: np.ndarray, labels: np.ndarray,
+            probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bag of the tiles `idx`: (label = any present, prob = max over its tiles, first tile)."""
+    b = bags[idx]
+    uniq, first, inv = np.unique(b, return_index=True, return_inverse=True)
+    y = np.zeros(len(uniq), np.int64)
+    p = np.full(len(uniq), -np.inf)
+    np.maximum.at(y, inv, labels[idx])
+    np.maximum.at(p, inv, probs)
+    return y, p, idx[first]
 
 
 def cacheable(cfg: TrainConfig) -> bool:
@@ -172,11 +189,58 @@ class Trainer:
         t = torch.stack([d4(img, int(k)) for img, k in zip(t, sym, strict=True)])
         return t
 
+    def _mil_epoch(self, train_idx: np.ndarray, rng: np.random.Generator,
+                   on_batch: Callable[[int], None] | None) -> float:
+        """Multiple-instance epoch on cached features: a bag's logit is the max of its tiles'
+        logits, so a present plot needs only one present tile and empty tiles in it are not pushed up."""
+        assert self.features is not None and self.data.bags is not None
+        bags = self.data.bags[train_idx]
+        sym = rng.integers(0, 8, len(train_idx)) if self.cfg.augment.d4 else np.zeros(len(train_idx), np.int64)
+        order = rng.permutation(np.unique(bags))
+        y_all = np.zeros(int(bags.max()) + 1, np.float32)
+        np.maximum.at(y_all, bags, self.data.labels[train_idx].astype(np.float32))
+        y_bags = y_all[order]
+        pos = max(float(y_bags.sum()), 1.0)
+        pos_weight = torch.tensor((len(y_bags) - y_bags.sum()) / pos, device=self.prep.device)
+        self.model.head.train()
+        losses = []
+        for start in range(0, len(order), self.cfg.batch_size):
+            chunk = order[start:start + self.cfg.batch_size]
+            at = {int(b): k for k, b in enumerate(chunk)}
+            mask = np.isin(bags, chunk)
+            rows = self.features[train_idx[mask], sym[mask]].to(self.prep.device)
+            slot = torch.as_tensor([at[int(b)] for b in bags[mask]], device=self.prep.device)
+            logits = self.model.head(rows).squeeze(1).float()
+            bag_logits = torch.full((len(chunk),), -torch.inf, device=self.prep.device)
+            bag_logits = bag_logits.scatter_reduce(0, slot, logits, reduce="amax", include_self=False)
+            y = torch.from_numpy(y_all[chunk]).to(self.prep.device)
+            loss = F.binary_cross_entropy_with_logits(bag_logits, y, pos_weight=pos_weight)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            losses.append(float(loss.detach()) * len(chunk))
+            if on_batch:
+                on_batch(int(mask.sum()))
+        return sum(losses) / max(len(order), 1)
+
+    def _validate(self, val_idx: np.ndarray | None, groups: np.ndarray) -> tuple[dict[str, Any] | None,
+                                                                                   np.ndarray | None]:
+        if val_idx is None or not len(val_idx):
+            return None, None
+        probs = self.predict(val_idx)
+        if self.data.bags is not None:  # plot-level: a plot is present when its likeliest tile is
+            y, p, first = bag_max(self.data.bags, val_idx, self.data.labels, probs)
+            return classification_metrics(y, p, 0.5, groups[first]), probs
+        return classification_metrics(self.data.labels[val_idx], probs, 0.5, groups[val_idx]), probs
+
     def epoch(self, phase: int, epoch: int, train_idx: np.ndarray, val_idx: np.ndarray | None,
               groups: np.ndarray, on_batch: Callable[[int], None] | None = None) -> EpochResult:
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, phase, epoch])
         torch.manual_seed(int(rng.integers(2**31)))
+        if self.data.bags is not None:
+            mil_loss = self._mil_epoch(train_idx, rng, on_batch)
+            return EpochResult(mil_loss, *self._validate(val_idx, groups))
         syn, idx, sym = draw_epoch(self.data, train_idx, cfg.synthetic_alpha, cfg.augment.d4, rng)
         labels = np.where(syn, self.data.syn_labels[np.where(syn, idx, 0)] if len(self.data.syn_labels) else 0,
                           self.data.labels[np.where(syn, 0, idx)]).astype(np.float32)
@@ -209,11 +273,7 @@ class Trainer:
                 on_batch(len(y))
         if cfg.mode == "probe":
             self.model.backbone.eval()
-        val, probs = None, None
-        if val_idx is not None and len(val_idx):
-            probs = self.predict(val_idx)
-            val = classification_metrics(self.data.labels[val_idx], probs, 0.5, groups[val_idx])
-        return EpochResult(sum(losses) / max(len(idx), 1), val, probs)
+        return EpochResult(sum(losses) / max(len(idx), 1), *self._validate(val_idx, groups))
 
     def predict(self, idx: np.ndarray) -> np.ndarray:
         if self.features is not None:

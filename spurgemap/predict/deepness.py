@@ -18,7 +18,7 @@ from spurgemap.core.errors import InputError
 from spurgemap.model.bundle import BundleMeta, read_bundle
 from spurgemap.model.classifier import model_from_bundle
 from spurgemap.model.onnx import DEFAULT_OPSET, DeepnessWrapper, onnx_bytes
-from spurgemap.predict.styles import CLASS_LABELS
+from spurgemap.predict.styles import class_labels
 
 
 def deepness_metadata(meta: BundleMeta, bundle_sha256: str) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def deepness_metadata(meta: BundleMeta, bundle_sha256: str) -> dict[str, Any]:
     tile = meta.tile_size_px
     return {
         "model_type": "Segmentor",
-        "class_names": {str(k): v for k, v in CLASS_LABELS.items()},  # channel names, as in _class.tif
+        "class_names": {str(k): v for k, v in class_labels(meta.species).items()},  # channel names, as in _class.tif
         "resolution": round(meta.gsd_m * 100.0, 2),  # cm/px, as Deepness' spin box shows it
         "tile_size": tile,
         "tiles_size": tile,  # Deepness' docs and helper script write this; the plugin reads tile_size
@@ -79,7 +79,7 @@ def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    proto.producer_name, proto.doc_string = "spurgemap", f"leafy spurge tile classifier from {bundle.name}"
+    proto.producer_name, proto.doc_string = "spurgemap", f"{meta.species} tile classifier from {bundle.name}"
     onnx.checker.check_model(proto)
     tmp = out.with_name(f".{out.name}.tmp")
     try:

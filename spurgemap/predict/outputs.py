@@ -20,7 +20,7 @@ from spurgemap.geo.raster import OrthoInfo
 from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import BundleMeta
 from spurgemap.predict.stream import Grid
-from spurgemap.predict.styles import write_styles
+from spurgemap.predict.styles import DEFAULT_SPECIES, legends, write_styles
 
 log = logging.getLogger(__name__)
 NODATA = 255
@@ -29,8 +29,12 @@ PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
 
 def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: BundleMeta,
                sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
-               preview: tuple[np.ndarray, np.ndarray], prov: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
+               preview: tuple[np.ndarray, np.ndarray], prov: dict[str, Any],
+               species: str = DEFAULT_SPECIES) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Maps, styles and summary; texts name `species`. Summary keys are species-neutral
+    (`present_area_ha`, `present_share`); leafy spurge runs also keep the old `spurge_*` keys."""
     out: Path = inputs.out
+    text = legends(species)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(info.path).stem
     threshold = meta.threshold
@@ -45,16 +49,16 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     tags = {"spurgemap_version": __version__, "bundle_sha256": prov["bundle_sha256"],
             "threshold": f"{threshold:.6f}", "tile_size_px": str(grid.tile), "stride_px": str(grid.stride),
             "source": str(info.path), "source_sha256": prov["source_sha256"], "created": prov["created"],
-            "model_backbone": meta.backbone, "units": "percent probability of leafy spurge"}
+            "model_backbone": meta.backbone, "units": f"percent probability of {species}", "species": species}
     files = {
         "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
         "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
         "summary_json": out / f"{name}_summary.json", "summary_csv": out / f"{name}_summary.csv",
         "preview": out / f"{name}_preview.png",
     }
-    write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description="leafy spurge probability (%)")
+    write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description=text["prob"])
     write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": "0=absent,1=present"},
-              colormap=PALETTE, overview_resampling="nearest", description="leafy spurge presence")
+              colormap=PALETTE, overview_resampling="nearest", description=text["presence"])
     rows, cols = (np.asarray(a) for a in np.nonzero(has))
     table = pd.DataFrame({"row": rows, "col": cols, "probability": prob[rows, cols],
                           "class": np.where(cls[rows, cols] == 1, "present", "absent")})
@@ -73,18 +77,22 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": prov["model"],
         "threshold": threshold, "backend": prov["backend"], "tile_size_px": grid.tile, "stride_px": grid.stride,
         "cells": int(has.sum()), "present_cells": int((cls == 1).sum()), "tiles_predicted": prov["tiles_predicted"],
-        "mapped_area_ha": round(valid_m2 / 1e4, 4), "spurge_area_ha": round(spurge_m2 / 1e4, 4),
-        "spurge_share": round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
+        "species": species, "mapped_area_ha": round(valid_m2 / 1e4, 4),
+        "present_area_ha": round(spurge_m2 / 1e4, 4),
+        "present_share": round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
         "seconds": round(prov["seconds"], 2),
         "tiles_per_second": round(prov["tiles_predicted"] / prov["seconds"], 2) if prov["seconds"] else None,
         "hectares_per_hour": round(valid_m2 / 1e4 / hours, 2) if hours else None,
         "created": prov["created"],
     }
+    legacy = species == DEFAULT_SPECIES  # keys of earlier versions, for scripts that read them
+    if legacy:
+        summary["spurge_area_ha"], summary["spurge_share"] = summary["present_area_ha"], summary["present_share"]
     if inputs.plots is not None:
-        summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2)
+        summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2, legacy)
     files["summary_json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["summary_csv"], summary)
-    for path in write_styles(out, name, threshold):
+    for path in write_styles(out, name, threshold, species):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
     _preview(files["preview"], info, preview, pct, has, grid.stride, threshold)
     return files, summary
@@ -100,7 +108,8 @@ def _cells_in(aoi: Any, transform: Affine, shape: tuple[int, int]) -> np.ndarray
     return np.asarray(contains_xy(aoi, cx, cy)).reshape(shape)
 
 
-def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float) -> list[dict[str, Any]]:
+def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float,
+              legacy: bool) -> list[dict[str, Any]]:
     from shapely import union_all
 
     layer = read_plots(plots)
@@ -110,8 +119,11 @@ def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float) ->
     for site, plot, g in zip(layer.site_ids, layer.plot_ids, geoms, strict=True):
         area = g.area * to_m2
         hit = g.intersection(spurge).area * to_m2 if spurge is not None and area else 0.0
-        rows.append({"site_id": site, "plot_id": plot, "plot_area_m2": round(area, 3),
-                     "spurge_area_m2": round(hit, 3), "spurge_share": round(hit / area, 4) if area else 0.0})
+        row = {"site_id": site, "plot_id": plot, "plot_area_m2": round(area, 3),
+               "present_area_m2": round(hit, 3), "present_share": round(hit / area, 4) if area else 0.0}
+        if legacy:
+            row["spurge_area_m2"], row["spurge_share"] = row["present_area_m2"], row["present_share"]
+        rows.append(row)
     return rows
 
 
@@ -119,12 +131,14 @@ def _write_csv(path: Path, summary: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["scope", "site_id", "plot_id", "area_ha", "spurge_area_ha", "spurge_share"])
-        w.writerow(["orthomosaic", "", "", summary["mapped_area_ha"], summary["spurge_area_ha"],
-                    summary["spurge_share"]])
+        old = "spurge_share" in summary  # leafy spurge: the earlier column names follow as aliases
+        w.writerow(["scope", "site_id", "plot_id", "area_ha", "present_area_ha", "present_share"]
+                   + ["spurge_area_ha", "spurge_share"] * old)
+        row = [summary["present_area_ha"], summary["present_share"]]
+        w.writerow(["orthomosaic", "", "", summary["mapped_area_ha"], *row] + row * old)
         for p in summary.get("plots", []):
-            w.writerow(["plot", p["site_id"], p["plot_id"], round(p["plot_area_m2"] / 1e4, 6),
-                        round(p["spurge_area_m2"] / 1e4, 6), p["spurge_share"]])
+            row = [round(p["present_area_m2"] / 1e4, 6), p["present_share"]]
+            w.writerow(["plot", p["site_id"], p["plot_id"], round(p["plot_area_m2"] / 1e4, 6), *row] + row * old)
     os.replace(tmp, path)
 
 

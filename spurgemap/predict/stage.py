@@ -1,4 +1,4 @@
-"""`spurgemap predict`: a whole orthomosaic in, presence maps for QGIS out, in bounded memory.
+"""`spurgemap predict`: a whole orthomosaic in, presence maps (of labels.species) for QGIS out, in bounded memory.
 
 Entry point: `run_predict(config, inputs) -> PredictResult`. Tiles stream from a reader thread
 into batched inference; probabilities accumulate in per-cell arrays (O(cells), not O(pixels)).
@@ -70,20 +70,37 @@ def _timestamp() -> str:
 
 
 def _tile_px(info: OrthoInfo, meta: BundleMeta, cfg: Any) -> int:
-    """Tile size in raster pixels covering the same ground as a training tile."""
+    """Tile size in raster pixels covering the same ground as a training tile.
+
+    Reading a finer orthomosaic and shrinking its tiles is what `tile --gsd` did to the training
+    tiles, so a model trained that way takes any finer imagery; imagery coarser than the model
+    (tiles enlarged: detail the model learned from is missing) is refused beyond max_gsd_ratio.
+    """
     ratio = info.gsd_m / meta.gsd_m
     tile = meta.tile_size_px
     if abs(ratio - 1) <= cfg.gsd_tolerance:
         return tile
-    if not 1 / cfg.max_gsd_ratio <= ratio <= cfg.max_gsd_ratio:
+    resampled = meta.source_gsd_m is not None
+    low = 0.0 if resampled else 1 / cfg.max_gsd_ratio
+    if not low <= ratio <= cfg.max_gsd_ratio:
+        hint = ("resample the orthomosaic, or train on tiles made with `spurgemap tile --gsd` (then finer "
+                "imagery is always accepted)" if ratio < 1 else
+                "imagery coarser than the model's lacks the detail it learned from; fly lower or train on "
+                "tiles of this resolution (`spurgemap tile --gsd`)")
         raise InputError(f"{info.path}: ground resolution {info.gsd_m * 100:.2f} cm/px is too far from the "
-                         f"model's {meta.gsd_m * 100:.2f} cm/px (limit x{cfg.max_gsd_ratio}); "
-                         "resample the orthomosaic or train on imagery of this resolution")
+                         f"model's {meta.gsd_m * 100:.2f} cm/px (limit x{cfg.max_gsd_ratio}); {hint}")
     px = max(round(tile / ratio), 8)
-    log.warning("%s: %.2f cm/px vs the model's %.2f cm/px: reading %d-px tiles (same ground as the "
-                "training tiles) and resizing them to the model input", info.path, info.gsd_m * 100,
-                meta.gsd_m * 100, px)
+    say = log.info if resampled and ratio < 1 else log.warning
+    say("%s: %.2f cm/px vs the model's %.2f cm/px: reading %d-px tiles (%.2f m, the ground of a training "
+        "tile) and resizing them to the model input", info.path, info.gsd_m * 100, meta.gsd_m * 100, px,
+        px * info.gsd_m)
     return px
+
+
+def _species(config: SpurgemapConfig, meta: BundleMeta) -> str:
+    """The bundle's species, unless the config names another than the default."""
+    default = type(config.labels)().species
+    return config.labels.species if config.labels.species != default else meta.species
 
 
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
@@ -166,7 +183,8 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
                                 {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
                                  "model": str(bundle.path),
-                                 "backend": backend, "seconds": seconds, "tiles_predicted": done})
+                                 "backend": backend, "seconds": seconds, "tiles_predicted": done},
+                                _species(config, meta))
     (inputs.out / "config.yaml").write_text(dump_config(config))
     shutil.rmtree(work, ignore_errors=True)
     return PredictResult(inputs.out, files, grid.n_tiles, done, seconds, backend, summary)

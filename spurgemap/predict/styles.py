@@ -26,10 +26,26 @@ PRESENCE_FILL_RGBA: RGBA = (230, 0, 126, 140)  # polygons keep the imagery visib
 PRESENCE_OUTLINE_RGBA: RGBA = (180, 0, 100, 255)
 NODATA = 255
 
-PROB_LEGEND = "leafy spurge probability (%)"
-TILES_LEGEND = "leafy spurge probability"
-PRESENCE_LEGEND = "leafy spurge presence"
-CLASS_LABELS = {0: "no leafy spurge", 1: "leafy spurge"}
+DEFAULT_SPECIES = "leafy spurge"
+
+
+def legends(species: str = DEFAULT_SPECIES) -> dict[str, str]:
+    """Legend and label texts for the mapped species (``labels.species``)."""
+    return {"prob": f"{species} probability (%)", "tiles": f"{species} probability",
+            "presence": f"{species} presence", "class": f"{species} class",
+            "absent": f"no {species}", "present": species}
+
+
+def class_labels(species: str = DEFAULT_SPECIES) -> dict[int, str]:
+    """Class value -> legend label, as in ``_class.tif`` and Deepness' channel names."""
+    t = legends(species)
+    return {0: t["absent"], 1: t["present"]}
+
+
+PROB_LEGEND = legends()["prob"]  # the default species' texts, kept for existing imports
+TILES_LEGEND = legends()["tiles"]
+PRESENCE_LEGEND = legends()["presence"]
+CLASS_LABELS = class_labels()
 
 # Suffixes of the predict outputs; the .qml shares the data file's basename so QGIS picks it up.
 STYLE_SUFFIXES = ("_prob", "_class", "_tiles", "_presence")
@@ -107,7 +123,7 @@ def raster_pipe(root: ET.Element, renderer_type: str, extra: dict[str, str]) -> 
     return renderer
 
 
-def prob_raster_qml(threshold_pct: int) -> str:
+def prob_raster_qml(threshold_pct: int, species: str = DEFAULT_SPECIES) -> str:
     """Singleband pseudocolor style for ``<name>_prob.tif`` (uint8 percent 0..100, nodata 255).
 
     Why: the ramp runs from fully transparent at 0 % through a pale pink at the presence threshold to
@@ -132,21 +148,21 @@ def prob_raster_qml(threshold_pct: int) -> str:
         },
     )
     stops: list[tuple[int, RGBA, str]] = [
-        (0, (255, 255, 255, 0), f"0 % {TILES_LEGEND}"),
+        (0, (255, 255, 255, 0), f"0 % {legends(species)['tiles']}"),
         (threshold_pct, (244, 166, 215, 150), f"{threshold_pct} % (presence threshold)"),
-        (100, PRESENCE_RGBA, f"100 % {TILES_LEGEND}"),
+        (100, PRESENCE_RGBA, f"100 % {legends(species)['tiles']}"),
     ]
     for value, rgba, label in stops:
         ET.SubElement(ramp, "item",
                       {"value": str(value), "label": label, "color": hex_color(rgba), "alpha": str(rgba[3])})
-    # Continuous legend: a gradient bar from "0 %" to "100 % leafy spurge probability".
+    # Continuous legend: a gradient bar from "0 %" to "100 % <species> probability".
     ET.SubElement(
         ramp,
         "rampLegendSettings",
         {
             "useContinuousLegend": "1",
             "minimumLabel": "0 %",
-            "maximumLabel": f"100 % {TILES_LEGEND}",
+            "maximumLabel": f"100 % {legends(species)['tiles']}",
             "prefix": "",
             "suffix": "",
             "direction": "0",
@@ -156,7 +172,7 @@ def prob_raster_qml(threshold_pct: int) -> str:
     return qml_string(root)
 
 
-def class_raster_qml() -> str:
+def class_raster_qml(species: str = DEFAULT_SPECIES) -> str:
     """Paletted style for ``<name>_class.tif`` (0 absent, 1 present, 255 nodata).
 
     Why: overrides the file's embedded colour table with labelled classes, so the legend reads
@@ -169,7 +185,8 @@ def class_raster_qml() -> str:
         ET.SubElement(
             palette,
             "paletteEntry",
-            {"value": str(value), "label": CLASS_LABELS[value], "color": hex_color(rgba), "alpha": str(rgba[3])},
+            {"value": str(value), "label": class_labels(species)[value], "color": hex_color(rgba),
+             "alpha": str(rgba[3])},
         )
     return qml_string(root)
 
@@ -216,7 +233,7 @@ def _vector_tail(root: ET.Element, aliases: dict[str, str]) -> None:
     ET.SubElement(root, "layerGeometryType").text = "2"  # polygons
 
 
-def tiles_vector_qml(threshold: float) -> str:
+def tiles_vector_qml(threshold: float, species: str = DEFAULT_SPECIES) -> str:
     """Graduated fill on ``probability`` (0..1) for ``<name>_tiles.geojson``.
 
     Why: four classes, two either side of the threshold, so the grid shows how sure the model is, not
@@ -253,7 +270,7 @@ def tiles_vector_qml(threshold: float) -> str:
     symbols = ET.SubElement(renderer, "symbols")
     for i, (lower, upper, fill, outline, kind) in enumerate(classes):
         shown_upper = threshold if upper == below else upper  # ``below`` prints as the threshold
-        label = f"{kind}: {TILES_LEGEND} {lower:.2f}-{shown_upper:.2f}"
+        label = f"{kind}: {legends(species)['tiles']} {lower:.2f}-{shown_upper:.2f}"
         ET.SubElement(
             ranges,
             "range",
@@ -262,11 +279,11 @@ def tiles_vector_qml(threshold: float) -> str:
         fill_symbol(symbols, str(i), fill, outline, 0.1)
     method = ET.SubElement(renderer, "classificationMethod", {"id": "Custom"})
     ET.SubElement(method, "labelFormat", {"format": "%1 - %2", "labelprecision": "2", "trimtrailingzeroes": "0"})
-    _vector_tail(root, {"probability": TILES_LEGEND, "class": "leafy spurge class"})
+    _vector_tail(root, {"probability": legends(species)["tiles"], "class": legends(species)["class"]})
     return qml_string(root)
 
 
-def presence_vector_qml() -> str:
+def presence_vector_qml(species: str = DEFAULT_SPECIES) -> str:
     """Magenta fill with a darker outline for ``<name>_presence.gpkg`` (layer ``presence``).
 
     Why a one-rule rule-based renderer and not "single symbol": QGIS gives a single-symbol legend no
@@ -281,7 +298,8 @@ def presence_vector_qml() -> str:
     )
     rules = ET.SubElement(renderer, "rules", {"key": "{0d9f4c1e-0000-4000-8000-000000000000}"})
     ET.SubElement(
-        rules, "rule", {"key": "{0d9f4c1e-0000-4000-8000-000000000001}", "symbol": "0", "label": PRESENCE_LEGEND}
+        rules, "rule",
+        {"key": "{0d9f4c1e-0000-4000-8000-000000000001}", "symbol": "0", "label": legends(species)["presence"]},
     )
     symbols = ET.SubElement(renderer, "symbols")
     fill_symbol(symbols, "0", PRESENCE_FILL_RGBA, PRESENCE_OUTLINE_RGBA, 0.6)
@@ -289,7 +307,7 @@ def presence_vector_qml() -> str:
     return qml_string(root)
 
 
-def write_styles(maps_dir: Path, name: str, threshold: float) -> list[Path]:
+def write_styles(maps_dir: Path, name: str, threshold: float, species: str = DEFAULT_SPECIES) -> list[Path]:
     """Write ``<name>_{prob,class,tiles,presence}.qml`` into ``maps_dir``; returns the paths written.
 
     ``threshold`` is the presence threshold as a probability in (0, 1); the percent raster's ramp uses
@@ -299,10 +317,10 @@ def write_styles(maps_dir: Path, name: str, threshold: float) -> list[Path]:
     maps_dir.mkdir(parents=True, exist_ok=True)
     threshold_pct = min(99, max(1, round(threshold * 100)))
     texts = {
-        "_prob": prob_raster_qml(threshold_pct),
-        "_class": class_raster_qml(),
-        "_tiles": tiles_vector_qml(threshold),
-        "_presence": presence_vector_qml(),
+        "_prob": prob_raster_qml(threshold_pct, species),
+        "_class": class_raster_qml(species),
+        "_tiles": tiles_vector_qml(threshold, species),
+        "_presence": presence_vector_qml(species),
     }
     paths: list[Path] = []
     for suffix in STYLE_SUFFIXES:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from affine import Affine
 from shapely import Point, box
 from shapely.geometry.base import BaseGeometry
 
@@ -31,6 +32,7 @@ class PlotJob:
     class_id: int
     extras: dict[str, Any]
     tile_ids: list[str]
+    scale: float = 1.0  # tile pixel / raster pixel: > 1 when tiles are resampled to a coarser tile.gsd_m
 
 
 @dataclass
@@ -87,12 +89,13 @@ def plan_jobs(config: SpurgemapConfig, infos: list[OrthoInfo], layer: PlotLayer,
             plan.partial.append(name)
         info = infos[best]
         point_size = t.point_plot_size_m * info.res_x / info.gsd_m
-        frame = plot_frame(per_ortho[best][i], info.transform, t.tile_size_px,
+        scale = t.gsd_m / info.gsd_m if t.gsd_m else 1.0  # the grid of tile pixels on the ground
+        frame = plot_frame(per_ortho[best][i], info.transform @ Affine.scale(scale), t.tile_size_px,
                            rotation_tolerance_deg=t.rotation_tolerance_deg, point_size=point_size)
         s_site, s_plot = safe[key]
         ids = [f"{s_site}_{s_plot}_r{spec.row}c{spec.col}" for spec in frame.tiles]
         plan.jobs.append(PlotJob(key[0], key[1], s_site, info, per_ortho[best][i], frame,
-                                 survey.labels[key], survey.extras.get(key, {}), ids))
+                                 survey.labels[key], survey.extras.get(key, {}), ids, scale))
     if plan.uncovered:
         log.warning("%d plot(s) lie on no orthomosaic: %s", len(plan.uncovered),
                     ", ".join(plan.uncovered[:20]))
@@ -102,6 +105,9 @@ def plan_jobs(config: SpurgemapConfig, infos: list[OrthoInfo], layer: PlotLayer,
     if plan.partial:
         log.warning("%d plot(s) extend beyond their orthomosaic: %s", len(plan.partial),
                     ", ".join(plan.partial[:20]))
+    if t.gsd_m and any(job.scale < 1 for job in plan.jobs):
+        log.warning("tile.gsd_m=%g is finer than some orthomosaics' own GSD: their tiles are enlarged "
+                    "(%s resampling) and hold no more detail than the imagery", t.gsd_m, t.resampling)
     if not plan.jobs:
         files = ", ".join(str(i.path) for i in infos)
         if len(plan.uncovered) == len(keys):

@@ -160,7 +160,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
 
 def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes: list[TileOutcome],
                seconds: float, hashes: dict[Path, str]) -> TileResult:
-    names = config.labels.class_names
+    names = config.labels.names()
     per_site: dict[str, dict[str, int]] = {}
     skipped: Counter[str] = Counter()
     clipped = 0

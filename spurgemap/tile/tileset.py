@@ -13,7 +13,7 @@ import numpy as np
 
 from spurgemap.core.errors import InputError
 from spurgemap.geo.tiles import read_tile
-from spurgemap.geo.vector import read_tile_index
+from spurgemap.geo.vector import bounds_in_metres, read_tile_index
 
 LABELS = {"absent": 0, "present": 1}
 
@@ -29,6 +29,10 @@ class TileSet:
     gsd_m: float
     digest: str  # hash of ids, labels and pixels: ties a bundle to the data it was trained on
     root: Path | None = None  # the folder it was loaded from (None when built in memory)
+    bounds: np.ndarray | None = None  # (N, 4) footprint minx, miny, maxx, maxy in metres (no CRS)
+    plots: np.ndarray | None = None  # "site/plot" per tile: the bags of multiple-instance labels
+    verified: np.ndarray | None = None  # True where the label comes from a per-tile verify CSV
+    source_gsd_m: float | None = None  # imagery's own GSD when tiles were resampled (`tile --gsd`)
 
     def __len__(self) -> int:
         return len(self.tile_ids)
@@ -64,5 +68,9 @@ def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
         tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
         groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
         images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
-        digest=digest.hexdigest()[:16], root=tiles_dir,
+        digest=digest.hexdigest()[:16], root=tiles_dir, bounds=bounds_in_metres(index),
+        plots=(index.site_id.astype(str) + "/" + index.plot_id.astype(str)).to_numpy()
+        if "plot_id" in index else None,
+        verified=(index["label_source"] == "verify").to_numpy() if "label_source" in index else None,
+        source_gsd_m=float(np.nanmedian(index.source_gsd_m)) if "source_gsd_m" in index else None,
     )

@@ -19,7 +19,7 @@ MAX_PLOT_READ_PX = 16_000_000  # larger aligned plots are read tile by tile
 ROTATED_BLOCK = 8  # rotated plots are warped in blocks of up to 8 x 8 tiles (~2000 px square)
 _RESERVED = {"tile_id", "site_id", "plot_id", "label", "class_id", "label_source", "valid_fraction",
              "plot_fraction", "row", "col", "rotation_deg", "resampling", "path", "source",
-             "source_sha256", "gsd_m", "geometry"}
+             "source_sha256", "gsd_m", "source_gsd_m", "geometry"}
 
 
 @dataclass
@@ -49,7 +49,8 @@ def _aligned_patches(job: PlotJob, reader: OrthoReader, size: int):
             yield s, *reader.read(s.col_off, s.row_off, size, size)
 
 
-def _rotated_patches(job: PlotJob, reader: OrthoReader, size: int, resampling: str, crs_wkt: str):
+def _rotated_patches(job: PlotJob, reader: OrthoReader, size: int, resampling: str, crs_wkt: str,
+                     block: int = ROTATED_BLOCK):
     """Rotated tiles, warped in blocks of up to ROTATED_BLOCK x ROTATED_BLOCK tiles.
 
     A plot's tiles share one frame, so one read and one warp per block replace one per tile:
@@ -61,9 +62,9 @@ def _rotated_patches(job: PlotJob, reader: OrthoReader, size: int, resampling: s
     nrows = 1 + max(r for r, _ in specs)
     ncols = 1 + max(c for _, c in specs)
     inv = ~reader.info.transform
-    for br in range(0, nrows, ROTATED_BLOCK):
-        for bc in range(0, ncols, ROTATED_BLOCK):
-            nr, nc = min(ROTATED_BLOCK, nrows - br), min(ROTATED_BLOCK, ncols - bc)
+    for br in range(0, nrows, block):
+        for bc in range(0, ncols, block):
+            nr, nc = min(block, nrows - br), min(block, ncols - bc)
             origin = specs[(br, bc)].transform
             h, w = nr * size, nc * size
             cols, rows = zip(*(inv @ (origin @ xy) for xy in ((0, 0), (w, 0), (0, h), (w, h))), strict=True)
@@ -72,7 +73,7 @@ def _rotated_patches(job: PlotJob, reader: OrthoReader, size: int, resampling: s
             rgb, valid, clipped = reader.read(c0, r0, c1 - c0, r1 - r0)
             src_transform = reader.info.transform @ Affine.translation(c0, r0)
             out_rgb, out_valid = resample_into_frame(rgb, valid, src_transform, origin, crs_wkt, (h, w),
-                                                     resampling)
+                                                     resampling, same_scale=job.scale == 1.0)
             for r in range(nr):
                 for c in range(nc):
                     ys, xs = slice(r * size, (r + 1) * size), slice(c * size, (c + 1) * size)
@@ -91,10 +92,15 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
     site_dir.mkdir(parents=True, exist_ok=True)
     if site_dir.resolve().parent != (out_dir / "tiles").resolve():  # ids are sanitised; backstop
         raise RuntimeError(f"tile folder escapes the output folder: {site_dir}")
-    if job.frame.tiles[0].aligned:
+    resampling: str = t.resampling
+    if job.scale != 1.0:  # tile.gsd_m: every tile is resampled; shrinking averages the pixels under it
+        resampling = "average" if job.scale > 1 else t.resampling
+        block = max(1, int(ROTATED_BLOCK / max(job.scale, 1.0)))  # bounds the source pixels read at once
+        patches = _rotated_patches(job, reader, size, resampling, crs_wkt, block)
+    elif job.frame.tiles[0].aligned:
         patches = _aligned_patches(job, reader, size)
     else:
-        patches = _rotated_patches(job, reader, size, t.resampling, crs_wkt)
+        patches = _rotated_patches(job, reader, size, resampling, crs_wkt)
     extras = {k: v for k, v in job.extras.items() if k not in _RESERVED}
     index = {(s.row, s.col): i for i, s in enumerate(job.frame.tiles)}  # blocks of wide plots come out of order
     outcomes: dict[int, TileOutcome] = {}
@@ -118,9 +124,10 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
             "label_source": "verify" if tile_id in verify else "survey",
             "valid_fraction": round(frac, 4), "plot_fraction": spec.plot_fraction,
             "row": spec.row, "col": spec.col, "rotation_deg": job.frame.rotation_deg,
-            "resampling": "none" if spec.aligned else t.resampling,
+            "resampling": "none" if spec.aligned and job.scale == 1.0 else resampling,
             "path": path.relative_to(out_dir).as_posix(), "source": str(job.ortho.path),
-            "source_sha256": "", "gsd_m": round(job.ortho.gsd_m, 6), **extras,
+            "source_sha256": "", "gsd_m": round(job.ortho.gsd_m * job.scale, 6),
+            **({"source_gsd_m": round(job.ortho.gsd_m, 6)} if job.scale != 1.0 else {}), **extras,
         }
         outcomes[i] = TileOutcome(tile_id, record, spec.footprint, crs_wkt, "", clipped)
     return [outcomes[i] for i in sorted(outcomes)]

@@ -1,4 +1,4 @@
-"""`spurgemap train`: a spurge classifier validated on held-out sites, saved as one bundle.
+"""`spurgemap train`: a presence classifier validated on held-out sites, saved as one bundle.
 
 Entry point: `run_train(config, inputs) -> TrainResult`. Phases: one per validation split (a fold,
 or the explicit --val-sites), then, for cross-validation, a final fit on all non-test sites for the
@@ -30,11 +30,19 @@ from spurgemap.core.workdir import resumable_workdir
 from spurgemap.model.backbones import create_backbone
 from spurgemap.model.bundle import BundleMeta
 from spurgemap.model.classifier import SpurgeClassifier, save_bundle
-from spurgemap.model.engine import Batchable, Trainer, cacheable, extract_features, freeze_for_probe
+from spurgemap.model.engine import (
+    Batchable,
+    Trainer,
+    bag_max,
+    cacheable,
+    extract_features,
+    freeze_for_probe,
+    plot_bags,
+)
 from spurgemap.model.metrics import choose_threshold, classification_metrics
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
-from spurgemap.model.splits import Split, few_shot, make_splits
+from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_groups
 from spurgemap.tile.tileset import TileSet, load_tile_set
 from spurgemap.train.report import write_pictures
 
@@ -99,7 +107,8 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         torch.set_num_threads(cfg.threads)
     tiles = inputs.tiles if isinstance(inputs.tiles, TileSet) else load_tile_set(inputs.tiles, cfg.group_column)
     syn = load_synthetic(inputs.synthetic, tiles)
-    splits = make_splits(tiles.groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds)
+    bags = _check_mil(cfg, tiles, len(syn))
+    splits, dropped = _make_splits(tiles, cfg, config.seed)
     if cfg.shots:
         splits = [Split(s.name, few_shot(s.train, tiles.labels, cfg.shots, config.seed), s.val, s.test)
                   for s in splits]
@@ -127,7 +136,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     phases = len(splits) + (1 if cross_val else 0)
     use_cache = cacheable(cfg)
     syms = 8 if cfg.augment.d4 else 1
-    data = Batchable(tiles.images, tiles.labels, syn.images, syn.labels)
+    data = Batchable(tiles.images, tiles.labels, syn.images, syn.labels, bags=bags)
     features = syn_features = None
     steps = phases * cfg.epochs * max(len(s.train) for s in splits)
     with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
@@ -146,7 +155,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         for phase in range(phases):
             is_final = phase == len(splits)
             split = splits[phase] if not is_final else None
-            train_idx = split.train if split else _final_train(tiles, cfg, config.seed)
+            train_idx = split.train if split else _final_train(tiles, cfg, config.seed, dropped)
             val_idx = split.val if split else None
             data.syn_by_tile = _syn_map(syn, restrict_synthetic(syn, train_idx))
             model = new_model(phase)
@@ -179,7 +188,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             elif is_final:
                 final_model = model
         assert final_model is not None
-    metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val)
+    metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val, bags)
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
 
 
@@ -207,8 +216,62 @@ def _syn_map(syn: Any, allowed: np.ndarray) -> dict[int, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _final_train(tiles: TileSet, cfg: Any, seed: int) -> np.ndarray:
-    pool = np.flatnonzero(~np.isin(tiles.groups, cfg.test_sites))
+def _check_mil(cfg: Any, tiles: TileSet, n_synthetic: int) -> np.ndarray | None:
+    """Bag numbers for train.labels=plot-mil (None for tile labels), after its preconditions."""
+    if cfg.labels != "plot-mil":
+        return None
+    if not cacheable(cfg):
+        raise InputError("train.labels=plot-mil trains on cached features: set train.mode=probe and turn off "
+                         "train.augment randaugment/color_jitter/cutmix/mixup")
+    if n_synthetic:
+        raise InputError("train.labels=plot-mil uses real tiles only: drop --synthetic or set train.labels=tile")
+    if tiles.plots is None:
+        raise InputError(f"{tiles.root}: tile index has no plot_id column; train.labels=plot-mil needs plots")
+    return plot_bags(tiles.plots, tiles.verified)
+
+
+def _make_splits(tiles: TileSet, cfg: Any, seed: int) -> tuple[list[Split], list[str]]:
+    """Splits by group (or spatial cluster of groups); warns about held-out sites next to training
+    sites and, under group_by=spatial, drops those neighbours from training. Returns the dropped."""
+    held = cfg.val_sites + cfg.test_sites
+    groups = tiles.groups
+    if cfg.group_by == "spatial":
+        if tiles.bounds is None:
+            raise InputError("train.group_by=spatial needs tile footprints; load the tile set from its folder")
+        if not held:
+            groups = spatial_groups(groups, tiles.bounds, cfg.spatial_distance_m)
+            log.info("spatial groups (%.0f m): %s", cfg.spatial_distance_m, ", ".join(sorted(set(groups))))
+    splits = make_splits(groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds, seed)
+    if cfg.folds and len(splits) < cfg.folds:
+        log.warning("train.folds=%d: only %d folds can each hold absent and present tiles; using %d",
+                    cfg.folds, len(splits), len(splits))
+    near = []
+    if held and tiles.bounds is not None:
+        others = sorted(set(tiles.groups.tolist()) - set(held))
+        near = near_groups(tiles.groups, tiles.bounds, held, others, cfg.spatial_distance_m)
+    if not near:
+        return splits, []
+    pairs = ", ".join(f"{a} ~ {b} ({gap:.0f} m)" for a, b, gap in near[:10])
+    if cfg.group_by != "spatial":
+        log.warning("held-out sites lie within train.spatial_distance_m=%g m of training sites: %s; the same "
+                    "plants may be in both and validation looks better than the truth (set "
+                    "train.group_by=spatial to drop those training sites)", cfg.spatial_distance_m, pairs)
+        return splits, []
+    dropped = sorted({b for _, b, _ in near})
+    log.warning("train.group_by=spatial: training sites %s lie within %g m of held-out sites (%s) and are "
+                "left out of training", dropped, cfg.spatial_distance_m, pairs)
+    out = []
+    for sp in splits:
+        train = sp.train[~np.isin(tiles.groups[sp.train], dropped)]
+        if set(tiles.labels[train].tolist()) != {0, 1}:
+            raise InputError(f"without the neighbours {dropped} of the held-out sites, training has one class "
+                             "only; choose other --val-sites/--test-sites or lower train.spatial_distance_m")
+        out.append(Split(sp.name, train, sp.val, sp.test))
+    return out, dropped
+
+
+def _final_train(tiles: TileSet, cfg: Any, seed: int, dropped: list[str]) -> np.ndarray:
+    pool = np.flatnonzero(~np.isin(tiles.groups, cfg.test_sites + dropped))
     return few_shot(pool, tiles.labels, cfg.shots, seed) if cfg.shots else pool
 
 
@@ -227,25 +290,42 @@ def _best_epoch(history: list[list[dict[str, Any]]]) -> int:
 
 def _final_metrics(tiles: TileSet, splits: list[Split], history: list[list[dict[str, Any]]],
                    oof: dict[str, list[float]], model: SpurgeClassifier, trainer: Trainer,
-                   cross_val: bool) -> dict[str, Any]:
+                   cross_val: bool, bags: np.ndarray | None) -> dict[str, Any]:
+    """Pooled out-of-fold metrics (per-fold ones may be undefined for a one-class fold); under
+    plot-mil labels at the plot level, a plot's probability being its likeliest tile's."""
     best = _best_epoch(history)
     val_idx = np.concatenate([s.val for s in splits])
     probs = np.concatenate([np.asarray(oof[f"{i}:{best}"]) for i in range(len(splits))])
-    y = tiles.labels[val_idx]
-    threshold = choose_threshold(y, probs)
-    val = classification_metrics(y, probs, threshold, tiles.groups[val_idx])
+    y, p, first = (tiles.labels[val_idx], probs, val_idx) if bags is None else \
+        bag_max(bags, val_idx, tiles.labels, probs)
+    threshold = choose_threshold(y, p)
+    val = classification_metrics(y, p, threshold, tiles.groups[first])
     out: dict[str, Any] = {
         "balanced_accuracy": val["balanced_accuracy"], "threshold": threshold,
         "validation": val, "selection": "cross-validation by site" if cross_val else "validation sites",
+        "labels": "plot-mil (metrics per plot)" if bags is not None else "tile",
         "best_epoch": best, "folds": [s.name for s in splits], "history": history,
+        "present_plot_tiles_scored_absent": _scored_absent(tiles, val_idx, probs, threshold),
         "_val_idx": val_idx, "_val_probs": probs,
     }
     test = splits[0].test
     if len(test):
         trainer.model = model
         tprobs = trainer.predict(test)
-        out["test"] = classification_metrics(tiles.labels[test], tprobs, threshold, tiles.groups[test])
+        ty, tp, tfirst = (tiles.labels[test], tprobs, test) if bags is None else \
+            bag_max(bags, test, tiles.labels, tprobs)
+        out["test"] = classification_metrics(ty, tp, threshold, tiles.groups[tfirst])
     return out
+
+
+def _scored_absent(tiles: TileSet, idx: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Validation tiles of present plots (survey label, not verified) that the model scores absent:
+    on real surveys many tiles of a present plot hold almost no weed."""
+    m = tiles.labels[idx] == 1
+    if tiles.verified is not None:
+        m &= ~tiles.verified[idx]
+    n, absent = int(m.sum()), int((probs[m] < threshold).sum())
+    return {"tiles": absent, "of": n, "share": round(absent / n, 4) if n else None}
 
 
 def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet, spec: Any, input_size: int,
@@ -256,7 +336,8 @@ def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet,
     meta = BundleMeta(
         spurgemap_version=__version__, backbone=spec.name, backbone_weights=spec.weights,
         input_size=input_size, mean=spec.mean, std=spec.std,
-        class_names=list(config.labels.class_names), tile_size_px=tiles.tile_px, gsd_m=tiles.gsd_m,
+        class_names=config.labels.names(), tile_size_px=tiles.tile_px, gsd_m=tiles.gsd_m,
+        source_gsd_m=tiles.source_gsd_m, species=config.labels.species,
         threshold=metrics["threshold"], mode=cfg.mode, training_config=config.model_dump(mode="json"),
         tile_set=str(tiles.root), tile_set_hash=tiles.digest,
         metrics={k: metrics[k] for k in ("balanced_accuracy", "threshold", "best_epoch", "selection")},
