@@ -182,6 +182,8 @@ class EvaluateConfig(_Section):
 
 class PredictConfig(_Section):
     stride_px: int | None = Field(None, ge=8)  # None: the tile size (one cell per tile)
+    min_valid_fraction: float = Field(0.5, gt=0.0, le=1.0)  # cells with this share of valid pixels are mapped
+    low_confidence: int = Field(20, ge=0, le=100)  # summary: share of the mapped area below this confidence
     tta: bool = False  # average the 8 D4 symmetries
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
