@@ -21,6 +21,7 @@ from spurgemap.cli.options import (
     load_cli_config,
     out,
     parse_numbers,
+    route_warnings,
     run_guarded,
     split_list,
     warn_tiny_model,
@@ -39,6 +40,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
                         format="%(message)s", handlers=[handler], force=True)
     for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    route_warnings()
 
 
 @app.callback()
