@@ -286,10 +286,10 @@ def load_config(
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        key = _origin(err["loc"], given)
+        culprit = _origin(err["loc"], given)
         msg = err["msg"].removeprefix("Value error, ")
-        if key is not None:
-            raise InputError(f"{given[key]}: {msg}{_HINTS.get(key, '')}") from None
+        if culprit is not None:
+            raise InputError(f"{given[culprit]}: {msg}{_HINTS.get(culprit, '')}") from None
         raise InputError(f"{source}: config value {where}: {msg}{_HINTS.get(where, '')}") from None
 
 
