@@ -195,6 +195,8 @@ def predict(
                   f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
         out.print(f"leafy spurge on {s['spurge_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
                   f"({100 * s['spurge_share']:.1f} %) -> {res.out}")
+        out.print(f"low confidence (< {s['low_confidence_below']}) on {100 * s['low_confidence_share']:.1f} % "
+                  "of the mapped area (see *_confidence.tif)")
 
     run_guarded(go)
 
