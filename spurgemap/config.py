@@ -194,6 +194,8 @@ class EvaluateConfig(_Section):
 
 class PredictConfig(_Section):
     stride_px: int | None = Field(None, ge=8)  # None: the tile size (one cell per tile)
+    min_valid_fraction: float = Field(0.5, gt=0.0, le=1.0)  # cells with this share of valid pixels are mapped
+    low_confidence: int = Field(20, ge=0, le=100)  # summary: share of the mapped area below this confidence
     tta: bool = False  # average the 8 D4 symmetries
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -271,14 +273,30 @@ def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+# extra advice for values whose rule the schema cannot state alone
+_HINTS = {"predict.stride_px": "; the stride must also divide the tile size (e.g. 125 or 50 for 250-px tiles)"}
+
+
+def _origin(loc: tuple[Any, ...], given: dict[str, str]) -> str | None:
+    """The longest dotted prefix of an error location that a command-line value set."""
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in given:
+            return key
+    return None
+
+
 def load_config(
     path: Path | None = None,
     overrides: dict[str, Any] | None = None,
     sets: list[str] | None = None,
+    names: dict[str, str] | None = None,
 ) -> SpurgemapConfig:
     """Read YAML (default: configs/default.yaml), then apply `--set a.b=v` strings and CLI values.
 
-    CLI values whose value is None are ignored, so an unset option keeps the file's value.
+    CLI values whose value is None are ignored, so an unset option keeps the file's value. A bad
+    value is reported under the option that gave it: `names` maps config keys to option names.
     """
     source = path or DEFAULT_CONFIG
     data: dict[str, Any] = {}
@@ -292,20 +310,29 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise InputError(f"{source}: a config file must be a YAML mapping of sections")
         data = loaded or {}
+    given: dict[str, str] = {}  # config key -> how the user wrote it on the command line
     for item in sets or []:
         if "=" not in item:
             raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. tile.min_valid_fraction=0.8")
         key, _, raw = item.partition("=")
         _apply_override(data, key.strip(), _parse_scalar(raw))
+        given[key.strip()] = f"--set {key.strip()}={raw.strip()}"
     for key, value in (overrides or {}).items():
         if value is not None:
             _apply_override(data, key, value)
+            shown = ",".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+            option = (names or {}).get(key) or "--" + key.rsplit(".", 1)[-1].replace("_", "-")
+            given[key] = f"{option} {shown}"
     try:
         return SpurgemapConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"{source}: config value {where}: {err['msg']}") from None
+        culprit = _origin(err["loc"], given)
+        msg = err["msg"].removeprefix("Value error, ")
+        if culprit is not None:
+            raise InputError(f"{given[culprit]}: {msg}{_HINTS.get(culprit, '')}") from None
+        raise InputError(f"{source}: config value {where}: {msg}{_HINTS.get(where, '')}") from None
 
 
 def dump_config(config: SpurgemapConfig) -> str:

@@ -139,7 +139,8 @@ def test_tiles_style_rejects_thresholds_outside_0_1(bad: float) -> None:
 
 def test_write_styles_puts_one_qml_beside_each_output(tmp_path: Path) -> None:
     paths = write_styles(tmp_path / "maps", "ortho_a", 0.42)
-    assert [p.name for p in paths] == [f"ortho_a_{s}.qml" for s in ("prob", "class", "tiles", "presence")]
+    assert [p.name for p in paths] == [f"ortho_a_{s}.qml" for s in ("prob", "class", "tiles", "presence",
+                                                                                 "confidence")]
     assert all(p.parent == tmp_path / "maps" and p.stat().st_size > 0 for p in paths)
     ramp = ET.fromstring(paths[0].read_text()).findall("pipe/rasterrenderer/rastershader/colorrampshader/item")
     assert [i.get("value") for i in ramp] == ["0", "42", "100"]
@@ -185,7 +186,8 @@ def test_check_maps_self_test_passes_in_qgis(qgis_python: str) -> None:
         "tiles": "graduatedSymbol",
         "presence": "RuleRenderer",
     }
-    assert len(result["self_test"]["caught"]) == 2  # broken maps are rejected too
+    assert len(result["self_test"]["caught"]) == 3  # broken maps are rejected too
+    assert any("confidence: renderer" in c for c in result["self_test"]["caught"])
 
 
 def _venv_sample(maps_dir: Path, name: str, threshold: float) -> dict[str, object]:

@@ -21,6 +21,7 @@ from spurgemap.cli.options import (
     load_cli_config,
     out,
     parse_numbers,
+    route_warnings,
     run_guarded,
     split_list,
     warn_tiny_model,
@@ -39,6 +40,7 @@ def _setup_logging(debug: bool, quiet: bool) -> None:
                         format="%(message)s", handlers=[handler], force=True)
     for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    route_warnings()
 
 
 @app.callback()
@@ -210,6 +212,8 @@ def predict(
                   f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
         out.print(f"{s['species']} on {s['present_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
                   f"({100 * s['present_share']:.1f} %) -> {res.out}")
+        out.print(f"low confidence (< {s['low_confidence_below']}) on {100 * s['low_confidence_share']:.1f} % "
+                  "of the mapped area (see *_confidence.tif)")
 
     run_guarded(go)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,6 +21,19 @@ STATE: dict[str, bool] = {"debug": False}
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+
+
+def route_warnings() -> None:
+    """Python warnings (rasterio's NotGeoreferencedWarning, ...) become one log line, category and
+    message only: the user sees what happened, never a site-packages path and source line."""
+    logger = logging.getLogger("py.warnings")
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+        logger.warning("%s: %s", category.__name__, text)
+
+    warnings.showwarning = show
 
 
 def split_list(text: str | None) -> list[str] | None:
@@ -66,5 +81,25 @@ def parse_numbers(text: str | None, n: int, name: str, kind: type = float) -> tu
     return values
 
 
+# config key -> the option that sets it, so a bad value is reported under the name the user typed
+CLI_NAMES = {
+    "seed": "--seed", "demo.sites": "--sites", "demo.size_px": "--size", "demo.seed": "--seed",
+    "tile.tile_size_px": "--tile-size", "tile.min_valid_fraction": "--min-valid", "tile.bands": "--bands",
+    "tile.value_range": "--value-range", "tile.point_plot_size_m": "--plot-size", "tile.workers": "--workers",
+    "train.backbone": "--backbone", "train.weights": "--weights", "train.mode": "--mode", "train.epochs": "--epochs",
+    "train.val_sites": "--val-sites", "train.test_sites": "--test-sites", "train.shots": "--shots",
+    "train.device": "--device", "predict.stride_px": "--stride", "predict.tta": "--tta",
+    "predict.batch_size": "--batch-size", "predict.device": "--device", "predict.backend": "--backend",
+    "evaluate.methods": "--methods", "evaluate.shots": "--shots", "evaluate.seeds": "--seeds",
+    "evaluate.diffusion_model": "--diffusion-model", "evaluate.val_sites": "--val-sites",
+    "evaluate.test_sites": "--test-sites", "augment.model": "--model", "augment.sites": "--sites",
+    "augment.shots": "--shots", "augment.device": "--device", "augment.tokens.steps": "--token-steps",
+    "augment.allow_download": "--allow-download", "augment.erase.concepts": "--erase",
+    "augment.method": "--method", "augment.num_synthetic": "--num-synthetic", "augment.steps": "--steps",
+    "augment.strengths": "--strengths", "augment.guidance": "--guidance", "augment.prompt": "--prompt",
+    "augment.batch_size": "--batch-size", "augment.inpaint.mask": "--mask-layer",
+}
+
+
 def load_cli_config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
-    return load_config(path, overrides, sets)
+    return load_config(path, overrides, sets, CLI_NAMES)

@@ -29,6 +29,7 @@ from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.route import walking_order
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
+from spurgemap.predict.confidence import confidence
 
 log = logging.getLogger(__name__)
 NODATA = 255
@@ -69,14 +70,6 @@ class Selection:
     cols: np.ndarray
     reason: list[str]
     band: np.ndarray
-
-
-def confidence(pct: np.ndarray, threshold: float) -> np.ndarray:
-    """|p - t| scaled to 0 at the threshold and 100 at p = 0 or 1 (divisor t below, 1 - t above)."""
-    p = pct.astype(float) / 100
-    side = np.where(p < threshold, threshold, 1 - threshold)
-    conf = np.rint(np.abs(p - threshold) / np.maximum(side, 1e-9) * 100).clip(0, 100)
-    return np.where(pct == NODATA, NODATA, conf).astype(np.uint8)
 
 
 def cells_touching(geoms: list[BaseGeometry], transform: Affine, shape: tuple[int, int]) -> np.ndarray:

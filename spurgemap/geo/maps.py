@@ -33,19 +33,22 @@ def _tmp(path: Path) -> Path:
 def write_cog(path: Path, data: np.ndarray, transform: Affine, crs_wkt: str, nodata: int,
               tags: dict[str, str], colormap: dict[int, tuple[int, int, int, int]] | None = None,
               overview_resampling: str = "average", description: str = "") -> None:
-    """A single-band uint8 Cloud-Optimized GeoTIFF with internal overviews."""
+    """A uint8 Cloud-Optimized GeoTIFF with internal overviews: (h, w) data, or (bands, h, w) with
+    one `|`-separated description per band."""
+    bands = data if data.ndim == 3 else data[None]
     staging = path.with_name(f".{path.name}.src.tif")
-    profile = {"driver": "GTiff", "width": data.shape[1], "height": data.shape[0], "count": 1,
+    profile = {"driver": "GTiff", "width": bands.shape[2], "height": bands.shape[1], "count": len(bands),
                "dtype": "uint8", "crs": CRS.from_wkt(crs_wkt), "transform": transform, "nodata": nodata}
     if colormap:
         profile["photometric"] = "palette"
     with rasterio.open(staging, "w", **profile) as dst:
         if colormap:
             dst.write_colormap(1, colormap)
-        dst.write(data, 1)
+        dst.write(bands)
         dst.update_tags(**tags)
         if description:
-            dst.set_band_description(1, description)
+            for i, text in enumerate(description.split("|"), start=1):
+                dst.set_band_description(i, text)
     tmp = _tmp(path)
     rasterio.shutil.copy(staging, tmp, driver="COG", compress="DEFLATE", predictor="2", blocksize=256,
                          overview_resampling=overview_resampling.upper(), resampling=overview_resampling.upper(),

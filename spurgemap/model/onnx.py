@@ -128,6 +128,23 @@ def tile_onnx(model: SpurgeClassifier, tile: int, input_size: int, mean: list[fl
     return onnx_bytes(wrapper, torch.zeros(2, tile, tile, 3, dtype=torch.uint8), "prob", opset, "tiles")
 
 
+class TileFeatures(TileProbability):
+    """(N,T,T,3) uint8 tiles -> (N,F) frozen-backbone features, preprocessing in the graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.rows, x), self.cols_t)
+        return self.model.backbone((x - self.mean) / self.std)
+
+
+def features_onnx(model: SpurgeClassifier, tile: int, input_size: int, mean: list[float], std: list[float],
+                  opset: int = DEFAULT_OPSET) -> bytes:
+    """ONNX bytes: "tiles" uint8 (N,T,T,3) -> "features" float32 (N,F); the probe's CPU feature pass."""
+    wrapper = TileFeatures(model, tile, input_size, mean, std)
+    return onnx_bytes(wrapper, torch.zeros(2, tile, tile, 3, dtype=torch.uint8), "features", opset, "tiles")
+
+
 def onnx_bytes(module: nn.Module, example: torch.Tensor, output: str, opset: int, name: str = "input") -> bytes:
     """Legacy (TorchScript) exporter: the dynamo one needs onnxscript, which spurgemap does not ship."""
     modes = {m: m.training for m in module.modules()}  # restored after: exporting must not change the model

@@ -23,7 +23,8 @@ from spurgemap.model.preprocess import d4_numpy
 
 log = logging.getLogger(__name__)
 ORT_CHUNK = 8  # 2 cores: chunks of 8 run as fast as 32 (~80 img/s) with ~600 MB less arena memory
-Predictor = Callable[[np.ndarray], np.ndarray]  # (B, H, W, 3) uint8 -> (B,) probabilities
+# (B, H, W, 3) uint8 -> (B, V) probabilities, one column per D4 view (V = 8 with TTA, else 1)
+Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 def _cuda_wanted(name: str) -> bool:
@@ -68,7 +69,7 @@ def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predi
         session = _session(graph)
 
         def predict_graph(batch: np.ndarray) -> np.ndarray:
-            return np.mean([_chunked(session, "tiles", d4_numpy(batch, k)) for k in syms], axis=0)
+            return np.stack([_chunked(session, "tiles", d4_numpy(batch, k)) for k in syms], axis=1)
 
         return predict_graph, "onnxruntime fp32 (CPU, bundle graph)" + tta
     return _torch_predictor(bundle, backend, cuda, syms, tta)
@@ -110,6 +111,6 @@ def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
-        return np.mean([run(prep(d4(x, k))) for k in syms], axis=0)
+        return np.stack([run(prep(d4(x, k))) for k in syms], axis=1)
 
     return predict, label + tta

@@ -19,6 +19,7 @@ from spurgemap.geo.maps import cell_boxes, polygons_of, write_cog, write_geojson
 from spurgemap.geo.raster import OrthoInfo
 from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import BundleMeta
+from spurgemap.predict.confidence import confidence, tta_spread
 from spurgemap.predict.stream import Grid
 from spurgemap.predict.styles import DEFAULT_SPECIES, legends, write_styles
 
@@ -29,7 +30,7 @@ PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
 
 def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: BundleMeta,
                sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
-               preview: tuple[np.ndarray, np.ndarray], prov: dict[str, Any],
+               preview: tuple[np.ndarray, np.ndarray], spreads: np.ndarray | None, prov: dict[str, Any],
                species: str = DEFAULT_SPECIES) -> tuple[dict[str, Path], dict[str, Any]]:
     """Maps, styles and summary; texts name `species`. Summary keys are species-neutral
     (`present_area_ha`, `present_share`); leafy spurge runs also keep the old `spurge_*` keys."""
@@ -39,7 +40,8 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     name = Path(info.path).stem
     threshold = meta.threshold
     transform = info.transform @ Affine.scale(grid.stride)
-    has = (counts > 0) & (cell_valid > 0)
+    # every cell with enough valid pixels is mapped (its tile's collar was filled by the reader)
+    has = (counts > 0) & (cell_valid > 0) & (cell_valid >= config.predict.min_valid_fraction)
     if aoi is not None:
         has = has & _cells_in(aoi, transform, has.shape)
     # rounded once, so the GeoJSON's probability and class and the rasters always agree
@@ -54,11 +56,19 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
         "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
         "summary_json": out / f"{name}_summary.json", "summary_csv": out / f"{name}_summary.csv",
-        "preview": out / f"{name}_preview.png",
+        "preview": out / f"{name}_preview.png", "confidence": out / f"{name}_confidence.tif",
     }
     write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description=text["prob"])
     write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": "0=absent,1=present"},
               colormap=PALETTE, overview_resampling="nearest", description=text["presence"])
+    conf = confidence(pct, threshold)
+    conf_bands, conf_desc = conf, "confidence (0 at the threshold, 100 at p = 0 or 1)"
+    if spreads is not None:  # --tta: band 2 = how much the 8 D4 views disagree
+        conf_bands = np.stack([conf, tta_spread(spreads, counts, has)])
+        conf_desc += "|D4 TTA spread (max - min of the 8 views' probabilities, percentage points)"
+    write_cog(files["confidence"], conf_bands, transform, info.crs_wkt, NODATA,
+              {**tags, "units": "confidence 0..100", "low_confidence": str(config.predict.low_confidence)},
+              description=conf_desc)
     rows, cols = (np.asarray(a) for a in np.nonzero(has))
     table = pd.DataFrame({"row": rows, "col": cols, "probability": prob[rows, cols],
                           "class": np.where(cls[rows, cols] == 1, "present", "absent")})
@@ -72,6 +82,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
                present_polys, info.crs_wkt, "presence", prov["created"])
     valid_m2 = float((cell_valid * has).sum() * cell_m2)
     spurge_m2 = float((cell_valid * (cls == 1)).sum() * cell_m2)
+    low_m2 = float((cell_valid * (has & (conf < config.predict.low_confidence))).sum() * cell_m2)
     hours = prov["seconds"] / 3600
     summary: dict[str, Any] = {
         "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": prov["model"],
@@ -80,6 +91,8 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         "species": species, "mapped_area_ha": round(valid_m2 / 1e4, 4),
         "present_area_ha": round(spurge_m2 / 1e4, 4),
         "present_share": round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
+        "low_confidence_below": config.predict.low_confidence,
+        "low_confidence_share": round(low_m2 / valid_m2, 4) if valid_m2 else 0.0,
         "seconds": round(prov["seconds"], 2),
         "tiles_per_second": round(prov["tiles_predicted"] / prov["seconds"], 2) if prov["seconds"] else None,
         "hectares_per_hour": round(valid_m2 / 1e4 / hours, 2) if hours else None,
@@ -92,7 +105,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
         summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2, legacy)
     files["summary_json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["summary_csv"], summary)
-    for path in write_styles(out, name, threshold, species):
+    for path in write_styles(out, name, threshold, species, config.predict.low_confidence):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
     _preview(files["preview"], info, preview, pct, has, grid.stride, threshold)
     return files, summary

@@ -149,6 +149,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     state = _load_state(work) if resumed else None
     sums = state["sums"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
     counts = state["counts"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.int32)
+    spreads = state["spreads"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
     done = int(state["done"]) if state else 0
     next_tile = (int(state["next"][0]), int(state["next"][1])) if state else (0, 0)
     stamp = str(state["stamp"]) if state else _timestamp()
@@ -158,7 +159,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     m = grid.per_tile
     batches = 0
     with progress(grid.n_tiles, "mapping") as advance, TileStream(
-            OrthoReader(info), grid, config.tile.min_valid_fraction, keep, next_tile,
+            OrthoReader(info), grid, cfg.min_valid_fraction, keep, next_tile,
             cfg.queue_batches * cfg.batch_size, config.tile.gdal_cache_mb, advance) as stream:
         if state:
             stream.cell_valid[:] = state["cell_valid"]
@@ -166,9 +167,11 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
             stream.preview_valid[:] = state["preview_valid"]
             advance(int(state["positions"]))
         for batch in stream.batches(cfg.batch_size):
-            probs = predict(np.stack([b.pixels for b in batch]))
-            for b, p in zip(batch, probs, strict=True):
+            views = predict(np.stack([b.pixels for b in batch]))
+            probs, spread = views.mean(axis=1), views.max(axis=1) - views.min(axis=1)
+            for b, p, d in zip(batch, probs, spread, strict=True):
                 sums[b.row:b.row + m, b.col:b.col + m] += float(p)
+                spreads[b.row:b.row + m, b.col:b.col + m] += float(d)
                 counts[b.row:b.row + m, b.col:b.col + m] += 1
             done += len(batch)
             advance(len(batch))
@@ -176,11 +179,13 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
             if batches % cfg.checkpoint_every == 0:
                 last = batch[-1]
                 nxt = (last.row, last.col + 1) if last.col + 1 < grid.tile_cols else (last.row + 1, 0)
-                _save_state(work, sums, counts, stream, done, nxt, stamp, positions=_positions_before(grid, nxt))
+                _save_state(work, sums, counts, spreads, stream, done, nxt, stamp,
+                            positions=_positions_before(grid, nxt))
         cell_valid = stream.cell_valid.copy()
         preview = (stream.preview.copy(), stream.preview_valid.copy())
     seconds = time.perf_counter() - start
     files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
+                                spreads if cfg.tta else None,
                                 {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
                                  "model": str(bundle.path),
                                  "backend": backend, "seconds": seconds, "tiles_predicted": done},
@@ -194,10 +199,10 @@ def _positions_before(grid: Grid, nxt: tuple[int, int]) -> int:
     return nxt[0] * grid.tile_cols + nxt[1]
 
 
-def _save_state(work: Path, sums: np.ndarray, counts: np.ndarray, stream: TileStream, done: int,
-                nxt: tuple[int, int], stamp: str, positions: int) -> None:
+def _save_state(work: Path, sums: np.ndarray, counts: np.ndarray, spreads: np.ndarray, stream: TileStream,
+                done: int, nxt: tuple[int, int], stamp: str, positions: int) -> None:
     tmp = work / "state.tmp.npz"
-    np.savez(tmp, sums=sums, counts=counts, cell_valid=stream.cell_valid, preview=stream.preview,
+    np.savez(tmp, sums=sums, counts=counts, spreads=spreads, cell_valid=stream.cell_valid, preview=stream.preview,
              preview_valid=stream.preview_valid, done=done, next=np.array(nxt),
              stamp=np.array(stamp), positions=positions, version=np.array(__version__))
     os.replace(tmp, work / "state.npz")

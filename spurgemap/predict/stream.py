@@ -3,6 +3,10 @@
 Tiles start on the raster's pixel grid every `stride` pixels from the top-left corner; the last row
 and column extend past the raster and are padded as invalid, never shifted inward, so each map cell
 is exactly `stride` raster pixels and the map's transform is a scaled copy of the raster's.
+
+Coverage: a tile is predicted when any of its cells has at least `min_valid` valid pixels; its
+invalid pixels (collar, beyond the raster edge) are filled by mirroring the valid image across the
+collar edge, which keeps the local texture instead of adding a flat or black patch the model never saw.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 
 from spurgemap.geo.raster import OrthoReader, gdal_session
 
@@ -60,10 +65,25 @@ class TileBatchItem:
     pixels: np.ndarray  # (tile, tile, 3) uint8
 
 
+def fill_invalid(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(h, w, 3) tile with its invalid pixels filled by mirroring the valid image across the nearest
+    valid edge (p -> 2 * nearest_valid(p) - p), or the nearest valid pixel where the mirror lands on
+    invalid ground. Mirroring keeps the local texture; see benchmarks/collar_bias.py for the figures.
+    """
+    if valid.all() or not valid.any():
+        return pixels
+    near = distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    size = np.array(valid.shape)[:, None, None]
+    ref = np.clip(2 * near - np.indices(valid.shape), 0, size - 1)
+    ok = valid[ref[0], ref[1]]
+    return np.ascontiguousarray(pixels[np.where(ok, ref[0], near[0]), np.where(ok, ref[1], near[1])])
+
+
 class TileStream:
     """Reads tile rows in a background thread (GDAL releases the GIL) into a bounded queue.
 
-    Also records each cell's share of valid pixels, so collar cells stay nodata on the map.
+    Also records each cell's share of valid pixels, so cells under `min_valid` stay nodata on the
+    map; the fill runs here too, so it overlaps inference.
     """
 
     def __init__(self, reader: OrthoReader, grid: Grid, min_valid: float, keep: np.ndarray,
@@ -106,27 +126,28 @@ class TileStream:
             c_lo, c_hi = int(cols.min()), int(cols.max())
             x0 = c_lo * s
             rgb, valid, _ = self.reader.read(x0, r * s, (c_hi - c_lo) * s + t, t)
-            self._record_cells(r, c_lo, c_hi, valid)
+            share = self._record_cells(r, c_lo, c_hi, valid)
             self._sample_preview(rgb, valid, x0, r * s)
             for c in cols:
                 if (r, c) < self.start:
                     continue
-                x = (c - c_lo) * s
-                v = valid[:, x:x + t]
-                if v.mean() >= self.min_valid:
+                best = share[:, c - c_lo:c - c_lo + g.per_tile].max()
+                if best > 0 and best >= self.min_valid:
+                    x = (c - c_lo) * s
                     pixels = np.ascontiguousarray(rgb[:, :, x:x + t].transpose(1, 2, 0))
-                    self.queue.put(TileBatchItem(r, int(c), pixels))
+                    self.queue.put(TileBatchItem(r, int(c), fill_invalid(pixels, valid[:, x:x + t])))
                 elif self.on_position:
                     self.on_position(1)
             if self.on_position:
                 self.on_position(g.tile_cols - len(cols))
 
-    def _record_cells(self, r: int, c_lo: int, c_hi: int, valid: np.ndarray) -> None:
+    def _record_cells(self, r: int, c_lo: int, c_hi: int, valid: np.ndarray) -> np.ndarray:
         g, s = self.grid, self.grid.stride
         n_rows, n_cols = g.per_tile, c_hi - c_lo + g.per_tile
         share = valid[:n_rows * s, :n_cols * s].reshape(n_rows, s, n_cols, s).mean(axis=(1, 3))
         rows, cols = min(n_rows, g.cell_rows - r), min(n_cols, g.cell_cols - c_lo)
         self.cell_valid[r:r + rows, c_lo:c_lo + cols] = share[:rows, :cols]
+        return share
 
     def _sample_preview(self, rgb: np.ndarray, valid: np.ndarray, x0: int, y0: int) -> None:
         h, w = valid.shape

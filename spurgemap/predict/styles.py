@@ -46,9 +46,11 @@ PROB_LEGEND = legends()["prob"]  # the default species' texts, kept for existing
 TILES_LEGEND = legends()["tiles"]
 PRESENCE_LEGEND = legends()["presence"]
 CLASS_LABELS = class_labels()
+CONFIDENCE_LEGEND = "confidence (0 = at the threshold, 100 = certain)"
+LOW_CONFIDENCE_RGBA: RGBA = (255, 120, 0, 230)  # orange: where a second look is worth it
 
 # Suffixes of the predict outputs; the .qml shares the data file's basename so QGIS picks it up.
-STYLE_SUFFIXES = ("_prob", "_class", "_tiles", "_presence")
+STYLE_SUFFIXES = ("_prob", "_class", "_tiles", "_presence", "_confidence")
 
 _QGIS_VERSION = "3.22.0"  # oldest QGIS this XML is written for; newer versions upgrade it on read
 
@@ -169,6 +171,34 @@ def prob_raster_qml(threshold_pct: int, species: str = DEFAULT_SPECIES) -> str:
             "orientation": "2",
         },
     )
+    return qml_string(root)
+
+
+def confidence_raster_qml(low: int = 20) -> str:
+    """Singleband pseudocolor style for band 1 of ``<name>_confidence.tif`` (uint8 0..100, nodata 255).
+
+    Why: a crew looks for where the map is unsure, so low confidence is opaque orange, fading to
+    transparent at 100 (certain either way); ``low`` marks the summary's low-confidence limit.
+    """
+    if not 0 < low < 100:
+        raise ValueError(f"low must be within 1..99, got {low}")
+    root = qml_root("raster")
+    renderer = raster_pipe(root, "singlebandpseudocolor", {"classificationMin": "0", "classificationMax": "100"})
+    shader = ET.SubElement(renderer, "rastershader")
+    ramp = ET.SubElement(shader, "colorrampshader", {
+        "colorRampType": "INTERPOLATED", "classificationMode": "1", "clip": "1", "minimumValue": "0",
+        "maximumValue": "100", "labelPrecision": "0"})
+    stops: list[tuple[int, RGBA, str]] = [
+        (0, LOW_CONFIDENCE_RGBA, "0 (at the presence threshold)"),
+        (low, (255, 200, 0, 150), f"{low} (low-confidence limit)"),
+        (100, (255, 255, 255, 0), "100 (certain)"),
+    ]
+    for value, rgba, label in stops:
+        ET.SubElement(ramp, "item",
+                      {"value": str(value), "label": label, "color": hex_color(rgba), "alpha": str(rgba[3])})
+    ET.SubElement(ramp, "rampLegendSettings", {
+        "useContinuousLegend": "1", "minimumLabel": "0", "maximumLabel": f"100 {CONFIDENCE_LEGEND}",
+        "prefix": "", "suffix": "", "direction": "0", "orientation": "2"})
     return qml_string(root)
 
 
@@ -307,8 +337,9 @@ def presence_vector_qml(species: str = DEFAULT_SPECIES) -> str:
     return qml_string(root)
 
 
-def write_styles(maps_dir: Path, name: str, threshold: float, species: str = DEFAULT_SPECIES) -> list[Path]:
-    """Write ``<name>_{prob,class,tiles,presence}.qml`` into ``maps_dir``; returns the paths written.
+def write_styles(maps_dir: Path, name: str, threshold: float, species: str = DEFAULT_SPECIES,
+                 low_confidence: int = 20) -> list[Path]:
+    """Write ``<name>_{prob,class,tiles,presence,confidence}.qml`` into ``maps_dir``; returns the paths.
 
     ``threshold`` is the presence threshold as a probability in (0, 1); the percent raster's ramp uses
     it rounded to a whole percent (the raster itself holds whole percents).
@@ -321,6 +352,7 @@ def write_styles(maps_dir: Path, name: str, threshold: float, species: str = DEF
         "_class": class_raster_qml(species),
         "_tiles": tiles_vector_qml(threshold, species),
         "_presence": presence_vector_qml(species),
+        "_confidence": confidence_raster_qml(min(99, max(1, low_confidence))),
     }
     paths: list[Path] = []
     for suffix in STYLE_SUFFIXES:

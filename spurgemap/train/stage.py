@@ -44,6 +44,7 @@ from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
 from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_groups
 from spurgemap.tile.tileset import TileSet, load_tile_set
+from spurgemap.train.features import onnx_features
 from spurgemap.train.report import write_pictures
 
 log = logging.getLogger(__name__)
@@ -142,11 +143,16 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
         if use_cache:
             model0 = new_model(0)
+
+            def features_of(images: np.ndarray) -> torch.Tensor:
+                if device.type == "cpu":  # onnxruntime: the same fast CPU path as predict
+                    return onnx_features(model0, images, prep, syms, advance)
+                return extract_features(model0, images, prep, syms, cfg.batch_size, advance)
+
             features = _cached_features(inputs.feature_cache, f"{spec.name}|{spec.weights}|{input_size}|{syms}|"
-                                        f"{tiles.digest}|{cfg.channels_last}|{device.type}",
-                                        lambda: extract_features(model0, tiles.images, prep, syms, cfg.batch_size,
-                                                                 advance), lambda: advance(len(tiles)))
-            syn_features = extract_features(model0, syn.images, prep, syms, cfg.batch_size, advance)
+                                        f"{tiles.digest}|{cfg.channels_last}|{device.type}|ort",
+                                        lambda: features_of(tiles.images), lambda: advance(len(tiles)))
+            syn_features = features_of(syn.images)
         ckpt = _load_ckpt(work) if resumed else None
         history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
         oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}

@@ -300,6 +300,11 @@ def check_maps(maps_dir: Path, name: str, expect: dict[str, Any]) -> dict[str, A
         )
         c.check(nodata_hidden or prob.dataProvider().sourceHasNoDataValue(1), "prob: 255 is not transparent")
 
+    conf_path = maps_dir / f"{name}_confidence.tif"
+    if conf_path.exists() or expect.get("confidence"):
+        check_confidence(c, conf_path, name, [tuple(p) for p in expect.get("nodata_points", [])], want,
+                         cls.rasterUnitsPerPixelX())
+
     # What QGIS draws.
     pixels: dict[str, Any] = {}
     cell = cls.rasterUnitsPerPixelX()
@@ -361,6 +366,31 @@ def check_maps(maps_dir: Path, name: str, expect: dict[str, Any]) -> dict[str, A
         "points": {"present": len(present), "absent": len(absent), "nodata": len(nodata)},
         "pixels": {k: [list(v) for v in vals[:3]] for k, vals in pixels.items()},
     }
+
+
+def check_confidence(c: Checker, path: Path, name: str, nodata: list[Point], extent: list[float],
+                     cell: float) -> None:
+    """The confidence layer: opens valid, 255 is nodata, its .qml ramp is applied and hides nodata."""
+    from qgis.core import QgsRasterLayer
+
+    c.check(path.is_file(), f"confidence: missing {path}")
+    c.check(path.with_suffix(".qml").is_file(), f"confidence: missing style {path.with_suffix('.qml')}")
+    if c.failures:
+        return
+    layer = QgsRasterLayer(str(path), f"{name}_confidence", "gdal")
+    if not c.check(layer.isValid(), f"confidence: QGIS cannot open {path}"):
+        return
+    dp = layer.dataProvider()
+    c.check(dp.sourceHasNoDataValue(1) and dp.sourceNoDataValue(1) == 255, "confidence: nodata is not 255")
+    kind = layer.renderer().type() if layer.renderer() else "none"
+    c.check(kind == "singlebandpseudocolor", f"confidence: renderer {kind!r}, expected singlebandpseudocolor")
+    labels = _labels(layer)
+    c.check(any("confidence" in s or "certain" in s for s in labels), f"confidence: legend {labels}")
+    if nodata:
+        image, m2p = render(layer, extent, cell)
+        for p in nodata:
+            g = pixel_at(image, m2p, p)
+            c.check(g[3] == 0, f"confidence: pixel at nodata point {p} is {g}, expected transparent")
 
 
 def _render_context() -> Any:
@@ -427,6 +457,9 @@ def build_sample(maps_dir: Path, name: str, threshold: float = 0.5) -> dict[str,
 
     raster(maps_dir / f"{name}_prob.tif", prob, colours=False)
     raster(maps_dir / f"{name}_class.tif", cls, colours=True)
+    t, p = threshold, prob / 100  # confidence as predict writes it: 0 at the threshold, 100 at p = 0 or 1
+    conf = np.rint(np.where(p < t, (t - p) / t, (p - t) / (1 - t)) * 100).clip(0, 100)
+    raster(maps_dir / f"{name}_confidence.tif", np.where(prob == 255, 255, conf).astype(np.uint8), colours=False)
 
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)
@@ -511,8 +544,12 @@ def self_test(keep: Path | None) -> dict[str, Any]:
         (broken / f"{name}_presence.qml").unlink()
         (broken / f"{name}_presence.qml").write_text("<qgis/>")
         swapped = dict(expect, present_points=expect["absent_points"], absent_points=expect["present_points"])
+        no_conf = root / "no_confidence_style"
+        build_sample(no_conf, name)
+        (no_conf / f"{name}_confidence.qml").write_text("<qgis/>")  # QGIS falls back to a grey ramp
         caught: list[str] = []
-        for label, maps_dir, exp in (("lost styles", broken, expect), ("swapped points", good, swapped)):
+        for label, maps_dir, exp in (("lost styles", broken, expect), ("swapped points", good, swapped),
+                                     ("lost confidence style", no_conf, expect)):
             try:
                 check_maps(maps_dir, name, exp)
             except Failed as err:

@@ -1,0 +1,31 @@
+"""The probe's CPU feature pass on onnxruntime gives torch's features, view by view."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spurgemap.model.backbones import create_backbone
+from spurgemap.model.classifier import SpurgeClassifier
+from spurgemap.model.engine import extract_features, freeze_for_probe
+from spurgemap.model.preprocess import Prep
+from spurgemap.train.features import onnx_features
+
+
+def test_onnx_features_equal_torch_features_for_every_d4_view() -> None:
+    torch.manual_seed(0)
+    backbone, spec = create_backbone("test_efficientnet", pretrained=False)
+    model = SpurgeClassifier(backbone, spec.num_features)
+    freeze_for_probe(model)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (11, 100, 100, 3), dtype=np.uint8)  # 11: a last chunk of 3
+    images[:, 40:60] = (200, 210, 80)  # a stripe, so flips and turns give different features
+    prep = Prep(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), torch.device("cpu"), channels_last=False)
+    seen: list[int] = []
+    got = onnx_features(model, images, prep, 8, seen.append)
+    want = extract_features(model, images, prep, 8, batch_size=4)
+    assert got.shape == want.shape == (11, 8, spec.num_features) and sum(seen) == 11
+    scale = want.abs().max().item()
+    assert (got - want).abs().max().item() <= 1e-4 * max(scale, 1.0)
+    assert (want[:, 0] - want[:, 1]).abs().max().item() > 1e-3 * scale  # views do differ: order is tested
+    assert onnx_features(model, images[:0], prep, 8).shape == (0, 8, 1)
