@@ -122,23 +122,29 @@ def test_evaluate_cells_on_the_scheduler_equal_the_sequential_grid(scheduler, tm
 
 
 def test_accelerate_two_cpu_processes_make_the_single_process_set(tmp_path):
+    """`accelerate launch --multi_gpu` starts torchrun processes; without CUDA they run on CPU over gloo.
+
+    (`--cpu --num_processes 2` needs mpirun: without it accelerate starts one process.) Both runs
+    use one thread per process: float sums depend on the thread count, not on the split.
+    """
     tiny = write_tiny_model(tmp_path / "tiny-sd")
     tiles = make_tile_set(tmp_path / "tiles", sites=2, per_class=2)
-    args = ["augment", "run", str(tiles), "--model", str(tiny), "--num-synthetic", "3", "--steps", "10",
-            "--strengths", "0.5,1.0",
-            "--token-steps", "2", "--batch-size", "2", "--method", "dafusion"]
+    args = ["augment", "run", str(tiles), "--model", str(tiny), "--num-synthetic", "2", "--steps", "5",
+            "--strengths", "1.0", "--token-steps", "1", "--batch-size", "2", "--shots", "1", "--method", "dafusion"]
+    env = {**ENV, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     one = subprocess.run([sys.executable, "-m", "spurgemap", *args, "--out", str(tmp_path / "one")],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+                         env=env, capture_output=True, text=True, timeout=400)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(_free_port()), "-m", "spurgemap", *args,
-                          "--out", str(tmp_path / "two")],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+    two = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
+                          "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "spurgemap",
+                          *args, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=400)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 processes (accelerate)" in two.stdout
+    assert two.stderr.count("learned <no_spurge>") == 1  # tokens learned once, by rank 0
     m1, m2 = (pd.read_csv(tmp_path / d / "manifest.csv") for d in ("one", "two"))
-    assert len(m1) == 12
+    assert len(m1) == 4
     pd.testing.assert_frame_equal(m1, m2)
     for p in m1.path:
         with Image.open(tmp_path / "one" / p) as x, Image.open(tmp_path / "two" / p) as y:

@@ -249,11 +249,11 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
     generated = _generate(gen, sel, todo, masks, inputs.out, rows_path, rows, model)
     if inputs.world > 1:
         sync()
-        generated = len(_done_rows(work, inputs.out)) - len(done)
-        if inputs.rank:  # rank 0 writes the manifest and summary
+        if inputs.rank:  # rank 0 writes the manifest and summary (and removes the work folder)
             return AugmentResult(inputs.out, 0, generated, {}, {}, time.perf_counter() - start, 0.0, resumed,
                                  model.tiny)
         rows = _done_rows(work, inputs.out)
+        generated = len(rows) - len(done)
     seconds = time.perf_counter() - start
     _finish(config, inputs, sel, rows, model, work, seconds, generated)
     return AugmentResult(

@@ -28,7 +28,7 @@ def launched_ranks() -> Ranks:
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Ranks(0, 1, None)
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes talk over gloo
     if state.device.type == "cuda":
         torch.cuda.set_device(state.device)
     return Ranks(state.process_index, state.num_processes, state.wait_for_everyone)
