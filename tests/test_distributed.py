@@ -89,6 +89,7 @@ def test_predict_and_tile_on_a_scheduler_equal_the_in_process_runs(scheduler, tm
     assert list(summary.tiles_predicted) == [s["tiles_predicted"] for s in alone] and summary.tiles_predicted.min() > 0
 
     # tile: a second pair of orthomosaics 20 m apart, two plots on each (one rotated)
+    (tmp_path / "tiling").mkdir()
     tile_orthos = [make_rgba(tmp_path / "tiling" / f"site{i}.tif", 600, 800, seed=i,
                              transform=Affine(0.014, 0, 500_000 + 20 * i, 0, -0.014, 5_200_000)) for i in range(2)]
     write_plots(tmp_path / "plots.geojson", [
@@ -99,7 +100,7 @@ def test_predict_and_tile_on_a_scheduler_equal_the_in_process_runs(scheduler, tm
     cli_ok("tile", *orthos, "--plots", tmp_path / "plots.geojson", "--out", tmp_path / "t1")
     cli_ok("tile", *orthos, "--plots", tmp_path / "plots.geojson", "--out", tmp_path / "t2", "--scheduler", scheduler)
     a, b = (gpd.read_file(tmp_path / t / "tiles.gpkg") for t in ("t1", "t2"))
-    assert len(a) > 4 and set(a.site_id) == {"site0", "site1"}
+    assert len(a) == 4 and set(a.site_id) == {"site0", "site1"} and set(a.rotation_deg.round()) == {0, 20}
     pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b))
     for rel in a.path:
         assert (tmp_path / "t1" / rel).read_bytes() == (tmp_path / "t2" / rel).read_bytes()
