@@ -2,4 +2,5 @@
 
 from spurgemap.cli.app import run
 
-run()
+if __name__ == "__main__":  # Dask's spawned workers import this module as __mp_main__: they must not run it
+    run()

@@ -183,3 +183,8 @@ def test_the_rules_can_fail() -> None:
     """The parser sees function-level imports, so a planted violation would be found."""
     found = list(_parse("import numpy\n\ndef f():\n    import rasterio\n", "spurgemap.model.x"))
     assert [(i.target, i.top_level) for i in found] == [("numpy", True), ("rasterio", False)]
+
+
+def test_only_cli_imports_campaign() -> None:
+    assert _violations(lambda i: _in(i.target, "spurgemap.campaign") and not _in(i.source, "spurgemap.cli")
+                       and not _in(i.source, "spurgemap.campaign")) == []

@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,11 @@ class AugmentInputs:
     mask_layer: Path | None = None
     tile_ids: list[str] | None = None
     overwrite: bool = False
+    # Several processes (accelerate launch): this one makes every `world`-th batch; rank 0 prepares
+    # (work folder, erasure, tokens) before the others start and writes the manifest after they end.
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] | None = None  # accelerate's wait_for_everyone
 
 
 @dataclass
@@ -216,7 +222,11 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
             raise InputError("--mask-layer needs the tile set's folder (the tiles' georeference); pass TILES_DIR")
         paths = [root / p for p in _tile_paths(root, sel.ids)]
         masks = rasterize_on_tiles(paths, inputs.mask_layer)
-    work, resumed = resumable_workdir(inputs.out, inputs.overwrite, _key(config, sel, model, inputs))
+    sync = inputs.barrier or (lambda: None)
+    if inputs.rank:
+        sync()  # main process first: the others reuse its work folder, erased UNet and tokens
+    work, resumed = resumable_workdir(inputs.out, inputs.overwrite and not inputs.rank,
+                                      _key(config, sel, model, inputs))
     _apply_erasure(config, model, [p for p in (inputs.tokens, inputs.out) if p is not None], inputs.out)
     token_res = None
     labels_to_tokens: dict[str, str] = {}
@@ -225,20 +235,36 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
         if inputs.tokens is None and not (folder / "tokens.json").exists():
             token_res = _learn(config, model, sel, folder)
         labels_to_tokens = load_tokens_into(model.pipe, folder, model.model_hash)
+    if not inputs.rank:
+        sync()
     jobs = plan_jobs(sel.ids, sel.labels, a, labels_to_tokens, config.seed)
-    rows_path = work / "rows.csv"
-    rows = [r for r in read_rows(rows_path) if (inputs.out / r["path"]).exists()]
+    rows_path = work / ("rows.csv" if not inputs.rank else f"rows-{inputs.rank}.csv")
+    rows = _done_rows(work, inputs.out)
     done = {(r["source_tile_id"], int(r["j"])) for r in rows}
     todo = [jb for jb in jobs if (jb.tile_id, jb.j) not in done]
     if resumed and done:
         log.info("resuming: %d of %d images already made", len(done), len(jobs))
+    if inputs.world > 1:  # whole batches, so each image is made exactly as in one process
+        todo = [jb for b in _batches(todo, gen.cfg.batch_size)[inputs.rank::inputs.world] for jb in b]
     generated = _generate(gen, sel, todo, masks, inputs.out, rows_path, rows, model)
+    if inputs.world > 1:
+        sync()
+        if inputs.rank:  # rank 0 writes the manifest and summary (and removes the work folder)
+            return AugmentResult(inputs.out, 0, generated, {}, {}, time.perf_counter() - start, 0.0, resumed,
+                                 model.tiny)
+        rows = _done_rows(work, inputs.out)
+        generated = len(rows) - len(done)
     seconds = time.perf_counter() - start
     _finish(config, inputs, sel, rows, model, work, seconds, generated)
     return AugmentResult(
         inputs.out, len(rows), generated, dict(Counter(r["method"] for r in rows)),
         dict(Counter(r["label"] for r in rows)), seconds, generated / max(seconds, 1e-9), resumed, model.tiny,
         inputs.tokens or (inputs.out / "tokens" if needs_tokens(a) else None), token_res)
+
+
+def _done_rows(work: Path, out: Path) -> list[dict[str, Any]]:
+    """Images already made, by every process (rows.csv, rows-<rank>.csv)."""
+    return [r for f in sorted(work.glob("rows*.csv")) for r in read_rows(f) if (out / r["path"]).exists()]
 
 
 def _tile_set(tiles: Path | TileSet) -> TileSet:

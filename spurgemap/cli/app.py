@@ -17,7 +17,9 @@ from spurgemap.cli.options import (
     STATE,
     ConfigOpt,
     OverwriteOpt,
+    SchedulerOpt,
     SetOpt,
+    WorkersOpt,
     load_cli_config,
     out,
     parse_numbers,
@@ -93,12 +95,17 @@ def tile(
     value_range: Annotated[str | None, typer.Option(help="LO,HI of 16-bit/float pixels -> 0..255.")] = None,
     plot_size: Annotated[float | None, typer.Option(help="Plot edge in metres for point surveys.")] = None,
     crs: Annotated[str | None, typer.Option(help="CRS of the plots file if it has none.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Reader/writer threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Reader/writer threads in this process.")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Cut orthomosaics into plot-aligned tiles labelled from the botanists' survey."""
+    """Cut orthomosaics into plot-aligned tiles labelled from the botanists' survey.
+
+    With --workers or --scheduler, each orthomosaic's plots are cut by a Dask task (same tile set).
+    """
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.tile import TileInputs, run_tile
 
@@ -107,8 +114,17 @@ def tile(
             "tile.tile_size_px": tile_size, "tile.gsd_m": gsd, "tile.min_valid_fraction": min_valid,
             "tile.bands": parse_numbers(bands, 3, "--bands", int),
             "tile.value_range": parse_numbers(value_range, 2, "--value-range"),
-            "tile.point_plot_size_m": plot_size, "tile.workers": workers})
-        res = run_tile(cfg, TileInputs(orthos, plots, out_dir, survey, verify, crs, overwrite))
+            "tile.point_plot_size_m": plot_size, "tile.workers": threads})
+        inputs = TileInputs(orthos, plots, out_dir, survey, verify, crs, overwrite)
+        if workers is None and scheduler is None:
+            res = run_tile(cfg, inputs)
+        else:
+            # Deferred: Dask loads only when asked for.
+            from spurgemap.campaign.tiling import run_tile_distributed
+
+            res, dashboard = run_tile_distributed(cfg, inputs, workers, scheduler)
+            if dashboard:
+                out.print(f"Dask dashboard: {dashboard}")
         _print_tile_summary(res)
 
     run_guarded(go)
@@ -184,9 +200,10 @@ def train(
 
 @app.command()
 def predict(
-    ortho: Annotated[Path, typer.Argument(help="Orthomosaic GeoTIFF to map.")],
     model: Annotated[Path, typer.Option(help="Model bundle (model.spurge) from `spurgemap train`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the maps.")],
+    orthos: Annotated[list[Path] | None, typer.Argument(
+        help="Orthomosaic GeoTIFF(s) or globs; more than one runs a campaign on Dask.")] = None,
     aoi: Annotated[Path | None, typer.Option(help="Polygons limiting the mapped area (any CRS).")] = None,
     plots: Annotated[Path | None, typer.Option(help="Plot polygons for per-plot spurge area.")] = None,
     stride: Annotated[int | None, typer.Option(help="Map cell size in px; divides the tile size.")] = None,
@@ -194,19 +211,34 @@ def predict(
     batch_size: Annotated[int | None, typer.Option(help="Tiles per inference batch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     backend: Annotated[str | None, typer.Option(help="auto, onnx (CPU) or torch.")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="Text file: one orthomosaic path per line.")]
+    = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    campaign_crs: Annotated[str | None, typer.Option(
+        help="CRS of campaign_presence.gpkg (default: the first finished map's CRS).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Map the species (labels.species) over an orthomosaic: GeoTIFF, GeoJSON and GeoPackage layers for QGIS."""
+    """Map the species (labels.species) over whole orthomosaics: GeoTIFF, GeoJSON and GeoPackage for QGIS.
+
+    Several orthomosaics (paths, globs, --list) run as a campaign: one Dask task per orthomosaic into
+    OUT/<name>/, plus OUT/campaign_summary.csv and OUT/campaign_presence.gpkg.
+    """
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
+    from spurgemap.campaign import expand_orthos
     from spurgemap.predict import PredictInputs, run_predict
 
     def go() -> None:
         cfg = load_cli_config(config, set_, **{"predict.stride_px": stride, "predict.tta": tta,
                                        "predict.batch_size": batch_size, "predict.device": device,
                                        "predict.backend": backend})
-        res = run_predict(cfg, PredictInputs(ortho, model, out_dir, aoi, plots, overwrite))
+        paths = expand_orthos(list(orthos or []), list_file)
+        if len(paths) > 1:
+            _predict_campaign(cfg, paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, campaign_crs)
+            return
+        res = run_predict(cfg, PredictInputs(paths[0], model, out_dir, aoi, plots, overwrite))
         s = res.summary
         out.print(f"{res.predicted} of {res.tiles} tiles mapped with {res.backend} in {res.seconds:.1f} s: "
                   f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
@@ -216,6 +248,34 @@ def predict(
                   "of the mapped area (see *_confidence.tif)")
 
     run_guarded(go)
+
+
+def _predict_campaign(cfg: Any, paths: list[Path], model: Path, out_dir: Path, aoi: Path | None,
+                      plots: Path | None, overwrite: bool, workers: int | None, scheduler: str | None,
+                      crs: str | None) -> None:
+    # Deferred: Dask loads only for campaigns.
+    from spurgemap.campaign import CampaignInputs, run_campaign
+
+    def started(dashboard: str | None, n: int) -> None:
+        where = f"scheduler {scheduler}" if scheduler else "a local cluster"
+        out.print(f"{len(paths)} orthomosaics on {where} with {n} worker(s)"
+                  + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
+
+    res = run_campaign(cfg, CampaignInputs(paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, crs),
+                       on_start=started)
+    table = Table(title=f"campaign in {res.out}")
+    for col in ("site", "status", "mapped ha", "spurge ha", "spurge %", "tiles/s"):
+        table.add_column(col, justify="left" if col in ("site", "status") else "right")
+    for r in res.rows:
+        share = f"{100 * float(r['spurge_share']):.1f}" if r["status"] == "ok" else ""
+        table.add_row(r["site"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
+                      str(r["mapped_area_ha"]), str(r["spurge_area_ha"]), share, str(r["tiles_per_second"]))
+    out.print(table)
+    out.print(f"{len(res.rows) - len(res.failed)} of {len(res.rows)} mapped ({res.redone} this run) in "
+              f"{res.seconds:.1f} s; campaign layer in {res.crs} -> {res.files['presence']}")
+    if res.failed:
+        raise InputError(f"{len(res.failed)} orthomosaic(s) failed (see {res.files['summary']}); "
+                         "fix them and run the same command again: finished maps are kept")
 
 
 @app.command()
@@ -268,10 +328,15 @@ def evaluate(
     diffusion_model: Annotated[str | None, typer.Option(help="Diffusion model for generative methods.")] = None,
     val_sites: Annotated[str | None, typer.Option(help="Validation sites (selection), comma-separated.")] = None,
     test_sites: Annotated[str | None, typer.Option(help="Test sites (reported, never selected on).")] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable."""
+    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable.
+
+    With --workers or --scheduler, grid cells run as Dask tasks (one GPU per worker when present).
+    """
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.evaluate import EvaluateInputs, run_evaluate
 
@@ -292,7 +357,13 @@ def evaluate(
             "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
             "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
             "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites)})
-        res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
+        if workers is None and scheduler is None:
+            res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
+        else:
+            # Deferred: Dask loads only when asked for.
+            from spurgemap.campaign.grid import run_evaluate_distributed
+
+            res = run_evaluate_distributed(cfg, EvaluateInputs(tiles_dir, out_dir), workers, scheduler)
         out.print(f"{res.runs} runs ({res.trained} trained now, {res.runs - res.trained} cached) in "
                   f"{res.seconds:.1f} s; validation {res.val_sites}, test {res.test_sites} -> {res.out}/summary.md")
         if res.tiny_model:

@@ -89,9 +89,14 @@ def run(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Generate synthetic tiles from the real ones (learning class tokens first when needed)."""
+    """Generate synthetic tiles from the real ones (learning class tokens first when needed).
+
+    Several GPUs: `accelerate launch --num_processes N -m spurgemap augment run ...` splits the jobs
+    by rank (same images as one process); rank 0 learns the tokens first and writes the manifest.
+    """
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.augment.stage import AugmentInputs, run_augment
+    from spurgemap.campaign.processes import launched_ranks
 
     def go() -> None:
         common = _common(model, sites, shots, seed, device, token_steps, allow_download, erase)
@@ -99,7 +104,13 @@ def run(
             "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
             "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
             "augment.batch_size": batch_size, "augment.inpaint.mask": "layer" if mask_layer else None})
-        res = run_augment(cfg, AugmentInputs(tiles_dir, out_dir, tokens, mask_layer, None, overwrite))
+        ranks = launched_ranks()  # `accelerate launch -m spurgemap augment ...`: jobs split by rank
+        res = run_augment(cfg, AugmentInputs(tiles_dir, out_dir, tokens, mask_layer, None, overwrite,
+                                             ranks.rank, ranks.world, ranks.barrier))
+        if not ranks.main:
+            return
+        if ranks.world > 1:
+            out.print(f"{ranks.world} processes (accelerate): jobs split by rank, rank 0 wrote the manifest")
         if res.token_result:
             t = res.token_result
             out.print(f"class tokens learned from {t.tiles_used} tiles ({t.steps} steps per class, {t.seconds:.1f} s)"

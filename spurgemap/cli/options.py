@@ -21,6 +21,10 @@ STATE: dict[str, bool] = {"debug": False}
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (default: configs/default.yaml).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: section.key=value.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="Dask LocalCluster worker processes (default: one per 2 cores, or per GPU).")]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786; its workers must see the same paths.")]
 
 
 def route_warnings() -> None:

@@ -167,6 +167,17 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
     return EvaluateResult(out, results, len(grid), trained, time.perf_counter() - start, val, test, tiny)
 
 
+def evaluate_cell(config: SpurgemapConfig, tiles: TileSet, out: Path, method: str, k: int, seed: int) -> bool:
+    """One grid cell exactly as `run_evaluate` runs it (same folder, same cache); True if trained now.
+
+    For running cells elsewhere (campaign.grid: Dask tasks); `run_evaluate` then finds them cached.
+    """
+    val, test = _sites(tiles, config)
+    cfg = _run_config(config, method, k, seed, val, test)
+    run = _run_dir(out, cfg, method, k, seed, tiles.digest)
+    return _one_run(cfg, tiles, method, k, run, out / "cache" / "features")[1]
+
+
 def _synthetic_is_tiny(syn: Path) -> bool:
     path = syn / "summary.json"
     return bool(path.exists() and json.loads(path.read_text())["model"].get("tiny_random"))

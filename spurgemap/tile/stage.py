@@ -42,6 +42,10 @@ class TileInputs:
     verify: Path | None = None
     plots_crs: str | None = None
     overwrite: bool = False
+    # Runs the plot groups elsewhere (campaign.tiling: Dask tasks), returning outcomes per group in order;
+    # None: threads in this process.
+    group_runner: Callable[[SpurgemapConfig, list[list[PlotJob]], Path, dict[str, int]],
+                           list[list[TileOutcome]]] | None = None
 
 
 @dataclass
@@ -117,18 +121,22 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
     readers = {info.path: OrthoReader(info) for info in infos}
     with staged_dir(inputs.out, inputs.overwrite) as tmp:
         try:
-            with progress(total, "tiling") as advance, ThreadPoolExecutor(config.tile.workers) as pool:
-                def work(group: list[PlotJob]) -> list[TileOutcome]:
-                    res: list[TileOutcome] = []
-                    with gdal_session(config.tile.gdal_cache_mb):
-                        for job in group:
-                            done = process_plot(job, readers[job.ortho.path], config, tmp, verify)
-                            advance(len(done))
-                            res.extend(done)
-                    return res
+            groups = block_row_groups(plan.jobs)
+            if inputs.group_runner is not None:
+                outcomes = [o for res in inputs.group_runner(config, groups, tmp, verify) for o in res]
+            else:
+                with progress(total, "tiling") as advance, ThreadPoolExecutor(config.tile.workers) as pool:
+                    def work(group: list[PlotJob]) -> list[TileOutcome]:
+                        res: list[TileOutcome] = []
+                        with gdal_session(config.tile.gdal_cache_mb):
+                            for job in group:
+                                done = process_plot(job, readers[job.ortho.path], config, tmp, verify)
+                                advance(len(done))
+                                res.extend(done)
+                        return res
 
-                for res in pool.map(work, block_row_groups(plan.jobs)):
-                    outcomes.extend(res)
+                    for res in pool.map(work, groups):
+                        outcomes.extend(res)
         finally:
             for reader in readers.values():
                 reader.close()
