@@ -28,6 +28,7 @@ from spurgemap.cli.options import (
     split_list,
     warn_tiny_model,
 )
+from spurgemap.cli.printing import print_tile_summary
 from spurgemap.core.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -125,23 +126,9 @@ def tile(
             res, dashboard = run_tile_distributed(cfg, inputs, workers, scheduler)
             if dashboard:
                 out.print(f"Dask dashboard: {dashboard}")
-        _print_tile_summary(res)
+        print_tile_summary(res)
 
     run_guarded(go)
-
-
-def _print_tile_summary(res: Any) -> None:
-    table = Table(title=f"tiles in {res.out}")
-    table.add_column("site")
-    classes = sorted({c for v in res.per_site.values() for c in v})
-    for c in classes:
-        table.add_column(c, justify="right")
-    for site, counts in sorted(res.per_site.items()):
-        table.add_row(site, *(str(counts.get(c, 0)) for c in classes))
-    out.print(table)
-    skipped = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "none"
-    out.print(f"{res.n_tiles} tiles, skipped {skipped}; {res.seconds:.1f} s, "
-              f"{res.tiles_per_second:.1f} tiles/s, {res.megapixels / max(res.seconds, 1e-9):.1f} Mpx/s")
 
 
 @app.command()
