@@ -176,8 +176,8 @@ def test_multiple_instance_labels_score_weed_tiles_above_empty_ones():
 
 def test_feature_cache_from_the_command_line_and_plot_mil_report(tileset, tiny_weights, tmp_path, monkeypatch):
     calls = []
-    real = train_stage.extract_features
-    monkeypatch.setattr(train_stage, "extract_features", lambda model, images, *a, **k: (
+    real = train_stage.onnx_features  # the CPU feature path
+    monkeypatch.setattr(train_stage, "onnx_features", lambda model, images, *a, **k: (
         calls.append(len(images)), real(model, images, *a, **k))[1])
     cache = tmp_path / "cache"
     base = ["train", str(tileset), "--backbone", "test_efficientnet", "--weights", str(tiny_weights),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.config import SpurgemapConfig, dump_config
+from spurgemap.core.errors import InputError
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.demo.sites import DemoResult, demo_rows, make_demo_data, relocate
@@ -109,9 +110,12 @@ def _demo_fieldwork(config: SpurgemapConfig, out: Path, run: DemoRun, data: Demo
         changes.append(f"{site} new {c['new']['area_m2']:.0f} m², gone {c['gone']['area_m2']:.0f} m²")
         zo = run_zones(config, ZonesInputs(later, out / "zones" / site, overwrite=True))
         zones.append(f"{site} {zo.zones} zones {zo.treated_area_m2:.0f} m²")
-        sp = run_survey_plan(config, SurveyPlanInputs(later, out / "survey_plan" / site, exclude=[plots],
-                                                      overwrite=True))
-        plans.append(f"{site} {sp.n_visits} visits {sp.route_length_m:.0f} m")
+        try:
+            sp = run_survey_plan(config, SurveyPlanInputs(later, out / "survey_plan" / site, exclude=[plots],
+                                                          overwrite=True))
+            plans.append(f"{site} {sp.n_visits} visits {sp.route_length_m:.0f} m")
+        except InputError as exc:  # a small demo site can be all plots: say so, the other sites go on
+            plans.append(f"{site} none ({str(exc).split(': ', 1)[-1]})")
     run.stages["change"] = "; ".join(changes) + f" -> {out / 'change'}"
     run.stages["zones"] = "; ".join(zones) + f" -> {out / 'zones'}"
     run.stages["survey-plan"] = "; ".join(plans) + f" -> {out / 'survey_plan'}"
