@@ -90,12 +90,24 @@ def check_model_folder(path: Path) -> None:
     for part, needs in REQUIRED.items():
         if not isinstance(meta.get(part), list) or not (path / part).is_dir():
             raise InputError(f"{path}: component {part!r} is missing (model_index.json entry and the {part}/ "
-                             f"folder with {', '.join(needs).replace('|', ' or ')}); copy the complete diffusers folder")
+                             f"folder with {', '.join(needs).replace('|', ' or ')}); "
+                             "copy the complete diffusers folder")
         for pattern in needs:
             if not any(f for alt in pattern.split("|") for f in (path / part).glob(alt)):
                 what = "weights in .safetensors format" if pattern.startswith("*") else pattern.replace("|", " or ")
                 raise InputError(f"{path / part}: no {what}; copy the complete diffusers folder "
                                  "(pickled .bin weights are not loaded: convert them to .safetensors)")
+
+
+def content_hash(spec: str) -> str:
+    """What a model's files hold, for cache keys: a moved or renamed copy keys the same, replaced
+    weights under the same path do not."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _weights_hash(path)
+    if path.is_file():
+        return file_sha256(path)[:16]
+    return spec  # a hub id: its cached snapshot is immutable per revision
 
 
 def _is_hub_id(spec: str) -> bool:
