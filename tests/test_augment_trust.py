@@ -161,13 +161,14 @@ def test_scheduler_ddim_matches_the_inversion_settings_and_latent_perturb_uses_t
 
 def test_empty_inpaint_mask_warns_and_edits_the_whole_tile(tiny, tiles, caplog):
     model = load_model(str(tiny))
-    cfg = _cfg(tiny, **{"augment.inpaint.exg_threshold": 1.0, "augment.strengths": [1.0]}).augment
+    cfg = _cfg(tiny, **{"augment.strengths": [1.0]}).augment
     gen = Generator(model, cfg)
     ts = load_tile_set(tiles)
     src = ts.images[:1]
     caplog.set_level("WARNING")
-    out = gen.run(src, [Job(0, ts.tile_ids[0], "absent", 0, 1, (Step("inpaint", 1.0, "a photo"),))], None, PX)
-    assert "empty vegetation mask" in caplog.text
+    empty = np.zeros((1, PX, PX), dtype=bool)  # a mask layer that misses the tile
+    out = gen.run(src, [Job(0, ts.tile_ids[0], "absent", 0, 1, (Step("inpaint", 1.0, "a photo"),))], empty, PX)
+    assert "1 of 1 tiles have an empty --mask-layer mask" in caplog.text
     assert np.abs(out.astype(float) - src.astype(float)).mean() > 10  # not the source handed back
 
 

@@ -184,6 +184,12 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
                          f"there (e.g. `hf download {spec}` elsewhere) or pass a local folder{hint}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(dev)
+    ignored = sorted(name for name, comp in pipe.components.items()
+                     if isinstance(comp, torch.nn.Module) and comp.dtype != dt)
+    if ignored:  # library notices are silenced above, so a dtype that did not take is said here
+        log.warning("--dtype %s was not applied to %s (%s); check the model files and diffusers version",
+                    str(dt).removeprefix("torch."), ", ".join(ignored),
+                    ", ".join(str(pipe.components[n].dtype) for n in ignored))
     if dev.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
