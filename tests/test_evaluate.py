@@ -35,7 +35,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def _cfg(s: dict[str, Path], methods: list[str], seeds: list[int] = [0, 1, 2], shots: list[int] = [1]):  # noqa: B006
     return load_config(overrides={
         "train.backbone": "test_efficientnet", "train.weights": str(s["weights"]), "train.input_size": 64,
-        "train.epochs": 2, "train.batch_size": 8, "evaluate.methods": methods, "evaluate.shots": shots,
+        "train.epochs": 2, "train.steps_per_epoch": 4, "train.batch_size": 8, "evaluate.methods": methods, "evaluate.shots": shots,
         "evaluate.seeds": seeds, "evaluate.diffusion_model": str(s["sd"]), "augment.num_synthetic": 2,
         "augment.steps": 8, "augment.tokens.steps": 3, "augment.batch_size": 8})
 
