@@ -99,7 +99,7 @@ def test_bundle_round_trip_gives_identical_predictions(tileset, tiny_weights, tm
 def test_killed_run_resumes_to_the_same_result(tileset, tiny_weights, tmp_path, monkeypatch):
     cfg = _cfg(tiny_weights, **{"train.epochs": 3})
     ref = run_train(cfg, TrainInputs(tileset, tmp_path / "ref"))
-    from spurgemap.train import engine
+    from spurgemap.model import engine
 
     real = engine.Trainer.epoch
     calls = {"n": 0}
