@@ -77,6 +77,8 @@ class TrainConfig(_Section):
     input_size: int | None = Field(None, ge=16)  # None: the backbone's own (224 for lite0)
     mode: Literal["probe", "finetune"] = "probe"
     epochs: int = Field(30, ge=1, le=1000)
+    # batches per epoch drawn with replacement; null: 200 with --shots (the reference), else one pass; 0: one pass
+    steps_per_epoch: int | None = Field(None, ge=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -129,6 +131,7 @@ class EraseConfig(_Section):
     start_guidance: float = Field(3.0, ge=0.0)  # guidance of the sampled trajectory
     negative_guidance: float = Field(1.0, ge=0.0)  # eta: how far the target is pushed from the concept
     ddim_steps: int = Field(50, ge=1)
+    cache_dir: str | None = None  # erased UNets kept by (model hash, settings), shared by runs and seeds
 
 
 class ComposeConfig(_Section):

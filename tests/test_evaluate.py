@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 def _cfg(s: dict[str, Path], methods: list[str], seeds: list[int] = [0, 1, 2], shots: list[int] = [1]):  # noqa: B006
     return load_config(overrides={
         "train.backbone": "test_efficientnet", "train.weights": str(s["weights"]), "train.input_size": 64,
-        "train.epochs": 2, "train.batch_size": 8, "evaluate.methods": methods, "evaluate.shots": shots,
+        "train.epochs": 2, "train.steps_per_epoch": 4, "train.batch_size": 8, "evaluate.methods": methods,
+        "evaluate.shots": shots,
         "evaluate.seeds": seeds, "evaluate.diffusion_model": str(s["sd"]), "augment.num_synthetic": 2,
         "augment.steps": 8, "augment.tokens.steps": 3, "augment.batch_size": 8})
 
@@ -108,3 +110,45 @@ def test_confidence_interval_and_area_against_hand_computed_values():
     table = curve_table(pd.DataFrame(rows))
     areas = area_vs_baseline(table)
     assert areas["baseline"] == 0 and areas["dafusion"] == pytest.approx(0.2)  # 0.1 higher over log2 span 2
+
+
+def test_paired_differences_against_hand_computed_values_and_in_the_summary(tmp_path):
+    from spurgemap.evaluate.report import paired_vs_baseline, write_reports
+
+    base, daf = [0.5, 0.6, 0.7], [0.55, 0.70, 0.72]
+    rows = [{"method": m, "k": 1, "seed": s, "split": "test", "metric": "balanced_accuracy", "value": v}
+            for m, vals in {"baseline": base, "dafusion": daf}.items() for s, v in enumerate(vals)]
+    rows.append({"method": "dafusion", "k": 1, "seed": 9, "split": "test", "metric": "balanced_accuracy",
+                 "value": 0.99})  # no baseline for seed 9: not a pair
+    paired = paired_vs_baseline(pd.DataFrame(rows))
+    d = np.array(daf) - np.array(base)
+    half = 1.3119 * d.std(ddof=1) / np.sqrt(3)  # t quantile 0.84, 2 dof (tables)
+    r = paired.iloc[0]
+    assert r.pairs == 3 and r["mean"] == pytest.approx(d.mean()) and r.hi - r["mean"] == pytest.approx(half, rel=1e-3)
+    write_reports(tmp_path, pd.DataFrame(rows), load_config(), ["s1"], ["s2"], True, None)
+    text = (tmp_path / "summary.md").read_text()
+    assert "paired difference to baseline" in text and f"| dafusion | {d.mean():+.3f} [" in text
+    assert "TINY RANDOM" in text
+
+
+def test_cell_keys_follow_model_content_sites_and_version(setup, tmp_path):
+    from spurgemap.augment.diffusion import content_hash
+    from spurgemap.evaluate import stage
+
+    cfg = stage._run_config(_cfg(setup, ["dafusion"]), "dafusion", 1, 0, ["s1"], ["s2"])
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(setup["sd"], copy)
+    a = stage._run_dir(tmp_path, cfg, "dafusion", 1, 0, "d", content_hash(str(setup["sd"])))
+    moved = cfg.model_copy(deep=True)
+    moved.augment.model = str(copy)
+    assert stage._run_dir(tmp_path, moved, "dafusion", 1, 0, "d", content_hash(str(copy))) == a  # path ignored
+    weights = next((copy / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
+    assert stage._run_dir(tmp_path, moved, "dafusion", 1, 0, "d", content_hash(str(copy))) != a  # new weights
+    assert stage._run_dir(tmp_path, cfg, "dafusion", 1, 0, "other-sites", content_hash(str(setup["sd"]))) != a
+    stage.__version__ = "0.0.0-other"
+    try:
+        assert stage._run_dir(tmp_path, cfg, "dafusion", 1, 0, "d", content_hash(str(setup["sd"]))) != a
+    finally:
+        from spurgemap import __version__
+        stage.__version__ = __version__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import zipfile
@@ -261,3 +262,70 @@ def test_grouped_k_fold_by_cluster_column(tileset):
     assert sorted(np.concatenate([s.val for s in splits]).tolist()) == list(range(len(ts)))
     with pytest.raises(InputError, match="no column 'basin'"):
         load_tile_set(tileset, group_column="basin")
+
+
+def test_few_shot_draws_are_nested_across_k():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 300)
+    train = np.arange(300)
+    for seed in range(4):
+        draws = [set(few_shot(train, labels, k, seed).tolist()) for k in (1, 2, 4, 8, 16)]
+        assert all(small < big for small, big in itertools.pairwise(draws))  # few_shot(k) in few_shot(2k)
+
+
+def test_synthetic_set_whose_tokens_saw_held_out_tiles_is_refused(tileset, tiny_weights, tmp_path):
+    ts = load_tile_set(tileset)
+    train_ids = [t for t, g in zip(ts.tile_ids, ts.groups, strict=True) if g == "s0"]
+    val_tile = next(t for t, g in zip(ts.tile_ids, ts.groups, strict=True) if g == "s1")
+    syn_dir = _write_synthetic(tmp_path / "syn", tileset, train_ids[:2])  # variants of training tiles only
+    (syn_dir / "provenance.json").write_text(json.dumps({"token_tile_ids": [train_ids[0], val_tile]}))
+    cfg = _cfg(tiny_weights, **{"train.epochs": 1, "train.val_sites": ["s1"], "train.test_sites": ["s2"]})
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(tileset), "--out", str(tmp_path / "run"), "--synthetic", str(syn_dir),
+                              "--set", f"train.backbone={cfg.train.backbone}", "--set", f"train.weights={tiny_weights}",
+                              "--set", f"train.input_size={PX}", "--set", "train.epochs=1",
+                              "--val-sites", "s1", "--test-sites", "s2"])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert len(line.splitlines()) == 1 and "learned from 1 validation/test tile(s) (sites s1)" in line
+    assert "augment --sites s0" in line
+    (syn_dir / "provenance.json").write_text(json.dumps({"token_tile_ids": train_ids[:2]}))  # clean tokens
+    assert run_train(cfg, TrainInputs(tileset, tmp_path / "ok", [syn_dir])).out.exists()
+
+
+def test_shots_warn_when_drawn_tiles_lack_synthetic_variants(tileset, tiny_weights, tmp_path, caplog):
+    ts = load_tile_set(tileset)
+    cfg = _cfg(tiny_weights, **{"train.epochs": 1, "train.val_sites": ["s1"], "train.test_sites": ["s2"],
+                                "train.shots": 2, "train.mode": "probe", "train.steps_per_epoch": 2})
+    drawn = few_shot(make_splits(ts.groups, ts.labels, ["s1"], ["s2"])[0].train, ts.labels, 2, cfg.seed)
+    syn_dir = _write_synthetic(tmp_path / "syn", tileset, [ts.tile_ids[i] for i in drawn[:1]])
+    caplog.set_level("WARNING")
+    run_train(cfg, TrainInputs(tileset, tmp_path / "run", [syn_dir]))
+    assert "only 1 of the 4 drawn training tiles (25 %) have synthetic variants" in caplog.text
+
+
+def test_steps_per_epoch_draws_with_replacement_whatever_k(tileset, tiny_weights, tmp_path, monkeypatch):
+    from spurgemap.model import engine
+
+    seen: list[tuple[int, int]] = []
+    real = engine.draw_epoch
+
+    def spy(data, train_idx, *a, **k):
+        out = real(data, train_idx, *a, **k)
+        seen.append((len(train_idx), len(out[1])))
+        return out
+
+    monkeypatch.setattr(engine, "draw_epoch", spy)
+    over = {"train.val_sites": ["s1"], "train.test_sites": ["s2"], "train.shots": 1, "train.mode": "probe",
+            "train.epochs": 2, "train.batch_size": 4}
+    run_train(_cfg(tiny_weights, **over, **{"train.steps_per_epoch": 3}), TrainInputs(tileset, tmp_path / "a"))
+    assert seen == [(2, 12), (2, 12)]  # 3 batches of 4 from the 2 drawn tiles, each epoch
+    seen.clear()
+    run_train(_cfg(tiny_weights, **over), TrainInputs(tileset, tmp_path / "b"))
+    assert seen == [(2, 800), (2, 800)]  # default with --shots: the reference's 200 batches per epoch
+    seen.clear()
+    run_train(_cfg(tiny_weights, **{**over, "train.shots": None}), TrainInputs(tileset, tmp_path / "c"))
+    assert seen == [(10, 10), (10, 10)]  # full data: one pass over the training tiles
+    syn, idx, _ = real(engine.Batchable(np.zeros((5, 2, 2, 3), np.uint8), np.zeros(5), np.zeros((0, 2, 2, 3),
+                       np.uint8), np.zeros(0)), np.arange(5), 0.5, True, np.random.default_rng([0, 0, 0]), 50)
+    assert len(idx) == 50 and len(set(idx.tolist())) == 5 and not syn.any()  # with replacement

@@ -8,6 +8,7 @@ Face cache. Pickled weights are never loaded and remote code never runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -69,6 +70,46 @@ def _weights_hash(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+REQUIRED = {"unet": ("config.json", "*.safetensors"), "vae": ("config.json", "*.safetensors"),
+            "text_encoder": ("config.json", "*.safetensors"), "tokenizer": ("vocab.json|tokenizer.json",),
+            "scheduler": ("scheduler_config.json",)}
+
+
+def check_model_folder(path: Path) -> None:
+    """Name the first missing or malformed part of a diffusers folder before diffusers trips on it
+    (an empty model_index.json otherwise ends in a bare KeyError)."""
+    index = path / "model_index.json"
+    try:
+        meta = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{index}: not readable JSON ({type(exc).__name__}); {MODEL_HELP}") from None
+    if not isinstance(meta, dict) or not str(meta.get("_class_name", "")).startswith("StableDiffusion"):
+        raise InputError(f"{index}: not a Stable Diffusion model index; it must hold \"_class_name\": "
+                         "\"StableDiffusionPipeline\" and one [library, class] entry per component "
+                         f"({', '.join(REQUIRED)}), as save_pretrained writes it")
+    for part, needs in REQUIRED.items():
+        if not isinstance(meta.get(part), list) or not (path / part).is_dir():
+            raise InputError(f"{path}: component {part!r} is missing (model_index.json entry and the {part}/ "
+                             f"folder with {', '.join(needs).replace('|', ' or ')}); "
+                             "copy the complete diffusers folder")
+        for pattern in needs:
+            if not any(f for alt in pattern.split("|") for f in (path / part).glob(alt)):
+                what = "weights in .safetensors format" if pattern.startswith("*") else pattern.replace("|", " or ")
+                raise InputError(f"{path / part}: no {what}; copy the complete diffusers folder "
+                                 "(pickled .bin weights are not loaded: convert them to .safetensors)")
+
+
+def content_hash(spec: str) -> str:
+    """What a model's files hold, for cache keys: a moved or renamed copy keys the same, replaced
+    weights under the same path do not."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _weights_hash(path)
+    if path.is_file():
+        return file_sha256(path)[:16]
+    return spec  # a hub id: its cached snapshot is immutable per revision
+
+
 def _is_hub_id(spec: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", spec)) and not spec.startswith(".") and \
         not spec.endswith((".safetensors", ".ckpt", ".bin", ".pt"))
@@ -103,6 +144,7 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
         if path.is_dir():
             if not (path / "model_index.json").exists():
                 raise InputError(f"{path}: not a diffusers model folder (no model_index.json); {MODEL_HELP}")
+            check_model_folder(path)
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **common)
             model_id, model_hash, tiny = path.name, _weights_hash(path), (path / TINY_MARKER).exists()
         elif path.is_file():
@@ -142,6 +184,12 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
                          f"there (e.g. `hf download {spec}` elsewhere) or pass a local folder{hint}") from None
     pipe.set_progress_bar_config(disable=True)
     pipe.to(dev)
+    ignored = sorted(name for name, comp in pipe.components.items()
+                     if isinstance(comp, torch.nn.Module) and comp.dtype != dt)
+    if ignored:  # library notices are silenced above, so a dtype that did not take is said here
+        log.warning("--dtype %s was not applied to %s (%s); check the model files and diffusers version",
+                    str(dt).removeprefix("torch."), ", ".join(ignored),
+                    ", ".join(str(pipe.components[n].dtype) for n in ignored))
     if dev.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)

@@ -71,7 +71,9 @@ def erase_concepts(pipe: Any, cfg: EraseConfig, resolution: int, seed: int,
             e0 = frozen(xf, t, uncond.to(dtype)).sample.float()
             ep = frozen(xf, t, cond.to(dtype)).sample.float()
         target = e0 - cfg.negative_guidance * (ep - e0)
-        return F.mse_loss(unet(x, t, cond).sample.float(), target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pred = unet(x, t, cond).sample  # bf16 compute on CUDA, fp32 master weights for Adam
+        return F.mse_loss(pred.float(), target)
 
     def probe() -> float:
         """The objective on fixed states of the frozen model, comparable before and after."""
@@ -81,6 +83,18 @@ def erase_concepts(pipe: Any, cfg: EraseConfig, resolution: int, seed: int,
                     for cond in concepts.values() for k in (0, cfg.ddim_steps // 2)]
         return sum(vals) / len(vals)
 
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls left outside autocast use TF32 cores
+    try:
+        return _train(unet, frozen, cfg, concepts, gen, state_at, objective, probe, optim, was_training,
+                      dtype, advance)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _train(unet: Any, frozen: Any, cfg: EraseConfig, concepts: dict[str, torch.Tensor], gen: torch.Generator,
+           state_at: Any, objective: Any, probe: Any, optim: Any, was_training: bool, dtype: torch.dtype,
+           advance: Callable[[int], None] | None) -> ErasureResult:
     before = probe()
     names = list(concepts)
     for i in range(cfg.iterations):

@@ -8,6 +8,7 @@ share (method, strength) go through the diffusion pipeline together.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from spurgemap.config import AugmentConfig
 from spurgemap.core.errors import InputError
 
 METHODS = ("dafusion", "real-guidance", "text2img", "boomerang", "latent-perturb", "inpaint")
+log = logging.getLogger(__name__)
 TOKEN_METHODS = {"dafusion", "text2img", "latent-perturb", "inpaint"}  # conditioned on learned class tokens
 CLASS_WORDS = {"absent": "grassland without leafy spurge", "present": "leafy spurge in grassland"}
 
@@ -118,7 +120,8 @@ class Generator:
             from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
 
             cls = {"ddim": DDIMScheduler, "pndm": PNDMScheduler, "dpm": DPMSolverMultistepScheduler}[cfg.scheduler]
-            base.scheduler = cls.from_config(base.scheduler.config)
+            extra = {"clip_sample": False} if cfg.scheduler == "ddim" else {}  # as the inversion's DDIM
+            base.scheduler = cls.from_config(base.scheduler.config, **extra)
         if model.inpainting_unet and set(methods_used(cfg)) - {"inpaint"}:
             raise InputError(f"{model.model_id} is an inpainting model (9-channel UNet): it can only run "
                              "--method inpaint; use a regular Stable Diffusion model for the others")
@@ -136,13 +139,14 @@ class Generator:
             )
 
             base = self.model.pipe
+            keep = {"dtype": self.model.dtype}  # from_pipe would otherwise recast the shared modules to fp32
             if kind == "img2img":
-                p = StableDiffusionImg2ImgPipeline.from_pipe(base)
+                p = StableDiffusionImg2ImgPipeline.from_pipe(base, **keep)
             elif kind == "inpaint":
-                p = StableDiffusionInpaintPipeline.from_pipe(base)
+                p = StableDiffusionInpaintPipeline.from_pipe(base, **keep)
             elif kind == "ddim":
                 p = StableDiffusionPipeline.from_pipe(
-                    base, scheduler=DDIMScheduler.from_config(base.scheduler.config, clip_sample=False))
+                    base, scheduler=DDIMScheduler.from_config(base.scheduler.config, clip_sample=False), **keep)
             else:
                 p = base
             p.set_progress_bar_config(disable=True)
@@ -181,6 +185,12 @@ class Generator:
     def _masks(self, tiles: np.ndarray, masks: np.ndarray | None) -> torch.Tensor:
         c = self.cfg.inpaint
         m = masks if masks is not None else vegetation_mask(tiles, c.exg_threshold)
+        empty = ~m.reshape(len(m), -1).any(axis=1)
+        if empty.any():  # an empty mask would return the source unchanged: edit the whole tile instead
+            log.warning("inpaint: %d of %d tiles have an empty %s mask; those tiles are edited whole",
+                        int(empty.sum()), len(m), "--mask-layer" if masks is not None else "vegetation")
+            m = m.copy()
+            m[empty] = True
         m = grow(resize_masks(m, self.model.resolution), c.grow_px)
         if c.invert:
             m = ~m
@@ -194,7 +204,8 @@ class Generator:
         dev, dtype = self.model.device, pipe.unet.dtype
         g = self.cfg.perturb_guidance
         cfg_on = g > 1.0
-        cond, uncond = pipe.encode_prompt(prompts, dev, 1, cfg_on, [self.cfg.negative_prompt] * len(prompts))
+        neg = [self.cfg.negative_prompt] * len(prompts)
+        cond, uncond = pipe.encode_prompt(prompts, dev, 1, cfg_on, neg)
         emb = torch.cat([uncond, cond]) if cfg_on else cond
         vae = pipe.vae
         latents = vae.encode((x01 * 2 - 1).to(dev, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
@@ -211,5 +222,5 @@ class Generator:
         noise = torch.stack([torch.randn(latents.shape[1:], generator=gen, device=dev)
                              for gen in self._gens(jobs, k)])
         latents = latents + self.cfg.perturb_delta * noise.to(dtype)
-        return pipe(prompt=prompts, latents=latents, guidance_scale=g, num_inference_steps=self.cfg.steps,
-                    output_type="np").images
+        return pipe(prompt=prompts, negative_prompt=neg, latents=latents, guidance_scale=g,
+                    num_inference_steps=self.cfg.steps, output_type="np").images

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from PIL import Image
 from spurgemap import __version__
 from spurgemap.augment.diffusion import DiffusionModel, describe, load_model
 from spurgemap.augment.erase import erase_concepts
-from spurgemap.augment.manifest import MANIFEST
+from spurgemap.augment.manifest import MANIFEST, PROVENANCE, write_provenance
 from spurgemap.augment.methods import Generator, Job, methods_used, needs_tokens, plan_jobs
 from spurgemap.augment.select import LABEL_NAMES, Selection, select_tiles
 from spurgemap.augment.store import (
@@ -104,36 +105,40 @@ ERASED_UNET = "erased_unet.safetensors"
 
 
 def _apply_erasure(config: SpurgemapConfig, model: DiffusionModel, places: list[Path], save_to: Path) -> None:
-    """Erase the configured concepts from the loaded UNet (never from the files on disk), reusing
-    an erased UNet saved earlier with the same model, settings and seed."""
+    """Erase the configured concepts from the loaded UNet (never from the files on disk), reusing an
+    erased UNet saved earlier for the same model content and erase settings (not the seed: erasure
+    draws from a fixed seed, so every seed and k of an experiment shares one erased UNet)."""
     ec = config.augment.erase
     if not ec.concepts:
         return
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-
-    key = run_key(model.model_hash, ec.model_dump_json(), str(config.seed), length=12)
-    for folder in places:
-        path = folder / ERASED_UNET
+    key = run_key(model.model_hash, ec.model_dump_json(exclude={"cache_dir"}), length=12)
+    cache = Path(ec.cache_dir).expanduser() if ec.cache_dir else None
+    name = f"erased-unet-{key}.safetensors" if cache else ERASED_UNET
+    candidates = ([cache / name] if cache else []) + [folder / ERASED_UNET for folder in places]
+    for path in candidates:
         if path.exists():
             with safe_open(str(path), "pt") as fh:
                 if (fh.metadata() or {}).get("key") == key:
-                    model.pipe.unet.load_state_dict(load_file(str(path), device=str(model.device)))
+                    state = load_file(str(path), device=str(model.device))
+                    model.pipe.unet.load_state_dict({k: v.to(model.dtype) for k, v in state.items()})
                     log.info("erased UNet (%s) reused from %s", ", ".join(ec.concepts), path)
                     break
     else:
         with progress(ec.iterations, f"erasing {', '.join(ec.concepts)}", unit="it") as advance:
-            res = erase_concepts(model.pipe, ec, model.resolution, config.seed, advance)
+            res = erase_concepts(model.pipe, ec, model.resolution, 0, advance)
         log.info("concept erasure: ESD objective %.4f -> %.4f after %d iterations", res.loss_before,
                  res.loss_after, res.iterations)
-        save_to.mkdir(parents=True, exist_ok=True)
-        tmp = save_to / (ERASED_UNET + ".tmp")
+        target = (cache or save_to) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
         state = {k: v.contiguous() for k, v in model.pipe.unet.state_dict().items()}
         save_file(state, str(tmp), metadata={"key": key, "concepts": json.dumps(ec.concepts),
                                              "loss_before": f"{res.loss_before:.6f}",
                                              "loss_after": f"{res.loss_after:.6f}"})
-        tmp.replace(save_to / ERASED_UNET)
+        os.replace(tmp, target)
     model.model_hash = f"{model.model_hash}-erased-{key}"
     model.model_id = f"{model.model_id} (erased: {', '.join(ec.concepts)})"
 
@@ -227,14 +232,22 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
         sync()  # main process first: the others reuse its work folder, erased UNet and tokens
     work, resumed = resumable_workdir(inputs.out, inputs.overwrite and not inputs.rank,
                                       _key(config, sel, model, inputs))
+    if not resumed and not inputs.rank:  # --overwrite: nothing of an earlier run (other tiles, seed, tokens)
+        _clear_outputs(inputs.out, keep=inputs.tokens)
     _apply_erasure(config, model, [p for p in (inputs.tokens, inputs.out) if p is not None], inputs.out)
     token_res = None
     labels_to_tokens: dict[str, str] = {}
+    token_tiles: list[str] | None = None
     if needs_tokens(a):
         folder = inputs.tokens or inputs.out / "tokens"
         if inputs.tokens is None and not (folder / "tokens.json").exists():
             token_res = _learn(config, model, sel, folder)
         labels_to_tokens = load_tokens_into(model.pipe, folder, model.model_hash)
+        token_tiles = list(read_tokens_meta(folder).get("tile_ids", []))
+        if not inputs.rank:
+            write_provenance(inputs.out, token_tiles, str(folder.resolve()))
+    elif not inputs.rank:
+        write_provenance(inputs.out, None, None)
     if not inputs.rank:
         sync()
     jobs = plan_jobs(sel.ids, sel.labels, a, labels_to_tokens, config.seed)
@@ -265,6 +278,17 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
 def _done_rows(work: Path, out: Path) -> list[dict[str, Any]]:
     """Images already made, by every process (rows.csv, rows-<rank>.csv)."""
     return [r for f in sorted(work.glob("rows*.csv")) for r in read_rows(f) if (out / r["path"]).exists()]
+
+
+def _clear_outputs(out: Path, keep: Path | None) -> None:
+    for name in ("images", "tokens", MANIFEST, PROVENANCE, "preview.png", "summary.json"):
+        path = out / name
+        if keep is not None and (path.resolve() == keep.resolve() or path.resolve() in keep.resolve().parents):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _tile_set(tiles: Path | TileSet) -> TileSet:

@@ -62,7 +62,11 @@ def load_tokens_into(pipe: Any, folder: Path, model_hash: str) -> dict[str, str]
     meta = read_tokens_meta(folder)
     dim = int(pipe.text_encoder.get_input_embeddings().weight.shape[1])
     for token, name in meta["files"].items():
-        tensors = load_file(str(Path(folder) / name))
+        try:
+            tensors = load_file(str(Path(folder) / name))
+        except Exception as exc:  # safetensors raises its own error type (and OSError) for damaged files
+            raise InputError(f"{Path(folder) / name}: not a readable safetensors file ({type(exc).__name__}); "
+                             "learn the tokens again with `spurgemap augment learn-tokens`") from None
         if token not in tensors or tensors[token].ndim != 2 or tensors[token].shape[1] != dim:
             raise InputError(f"{folder / name}: holds no {dim}-wide embedding for {token}; the tokens were "
                              "learned with another model architecture - learn them again with this --model")

@@ -101,8 +101,14 @@ def learn_tokens(pipe: Any, images_by_token: dict[str, np.ndarray], cfg: TokenCo
     """Learn each class token from that class's tiles only (as the reference: one job per class)."""
     from diffusers import DDPMScheduler
 
+    if int(pipe.unet.config.in_channels) != 4:
+        raise InputError(f"the model's UNet takes {pipe.unet.config.in_channels} input channels (an inpainting "
+                         "model): class tokens cannot be learned with it; learn them with a regular Stable "
+                         "Diffusion model (`augment learn-tokens --model REGULAR`) and pass --tokens")
     device = pipe.unet.device
     unet_dtype = pipe.unet.dtype
+    pipe.unet.requires_grad_(False)  # only the new embedding rows learn: no UNet/VAE gradients
+    pipe.vae.requires_grad_(False)
     enc = _Encoder(pipe, list(images_by_token), cfg, device)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
     scaling = float(pipe.vae.config.scaling_factor)

@@ -51,6 +51,20 @@ def area_vs_baseline(table: pd.DataFrame) -> dict[str, float]:
     return {m: (a - base if base is not None else float("nan")) for m, a in areas.items()}
 
 
+def paired_vs_baseline(results: pd.DataFrame, split: str = "test",
+                       metric: str = "balanced_accuracy") -> pd.DataFrame:
+    """Method minus baseline on the same (k, seed) - the same k-shot tiles - with a 68 % interval:
+    seeds share their draw, so paired differences cancel most of the draw-to-draw spread."""
+    sel = results[(results.split == split) & (results.metric == metric)]
+    base = sel[sel.method == "baseline"].set_index(["k", "seed"]).value
+    rows = []
+    for (method, k), g in sel[sel.method != "baseline"].groupby(["method", "k"], sort=False):
+        d = g.set_index(["k", "seed"]).value - base
+        m, lo, hi = ci68(d.dropna())
+        rows.append({"method": method, "k": int(k), "mean": m, "lo": lo, "hi": hi, "pairs": int(d.notna().sum())})
+    return pd.DataFrame(rows, columns=["method", "k", "mean", "lo", "hi", "pairs"])
+
+
 def _plot(path: Path, table: pd.DataFrame, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method, g in table.groupby("method", sort=False):
@@ -70,10 +84,10 @@ def _plot(path: Path, table: pd.DataFrame, title: str) -> None:
     os.replace(tmp, path)
 
 
-def _fmt(m: float, lo: float, hi: float) -> str:
+def _fmt(m: float, lo: float, hi: float, spec: str = ".3f") -> str:
     if np.isnan(m):
         return "n/a"
-    return f"{m:.3f}" if np.isnan(lo) else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{m:{spec}}" if np.isnan(lo) else f"{m:{spec}} [{lo:{spec}}, {hi:{spec}}]"
 
 
 def write_reports(out: Path, results: pd.DataFrame, config: SpurgemapConfig, val: list[str], test: list[str],
@@ -105,6 +119,15 @@ def write_reports(out: Path, results: pd.DataFrame, config: SpurgemapConfig, val
         area = areas.get(str(method), float("nan"))
         lines.append(f"| {method} | " + " | ".join(cells.get(int(k), "") for k in sorted(table.k.unique()))
                      + f" | {'n/a' if np.isnan(area) else f'{area:+.3f}'} |")
+    paired = paired_vs_baseline(results)
+    if len(paired):
+        ks = sorted(paired.k.unique())
+        lines += ["", "## Test sites: paired difference to baseline (same k, same seed = same tiles) "
+                  "[68 % CI over seeds]", "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
+                  "|---|" + "---|" * len(ks)]
+        for method, g in paired.groupby("method", sort=False):
+            cells = {int(r.k): _fmt(r["mean"], r.lo, r.hi, "+.3f") for _, r in g.iterrows()}
+            lines.append(f"| {method} | " + " | ".join(cells.get(int(k), "") for k in ks) + " |")
     lines += ["", "## Validation sites (used for selection): mean balanced accuracy", "",
               "| method | " + " | ".join(f"k={k}" for k in sorted(val_table.k.unique())) + " |",
               "|---|" + "---|" * val_table.k.nunique()]

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spurgemap import __version__
+from spurgemap.augment.diffusion import content_hash
 from spurgemap.augment.manifest import MANIFEST
 from spurgemap.augment.methods import METHODS
 from spurgemap.augment.stage import AugmentInputs, run_augment
@@ -89,10 +91,13 @@ def _run_config(config: SpurgemapConfig, method: str, k: int, seed: int, val: li
     return type(cfg).model_validate(cfg.model_dump())
 
 
-def _run_dir(root: Path, cfg: SpurgemapConfig, method: str, k: int, seed: int, digest: str) -> Path:
-    parts = [cfg.train.model_dump_json(), cfg.labels.model_dump_json(), str(cfg.seed), digest]
+def _run_dir(root: Path, cfg: SpurgemapConfig, method: str, k: int, seed: int, digest: str,
+             model_hash: str) -> Path:
+    """A cell's folder, keyed by everything its result depends on: the code version, the settings,
+    the tiles with their sites, and the diffusion model's content (not its path)."""
+    parts = [__version__, cfg.train.model_dump_json(), cfg.labels.model_dump_json(), str(cfg.seed), digest]
     if method not in CLASSIC:  # generation settings matter only to generative runs
-        parts.append(cfg.augment.model_dump_json())
+        parts += [cfg.augment.model_dump_json(exclude={"model": True, "erase": {"cache_dir"}}), model_hash]
     key = run_key(*parts, length=12)
     return root / "runs" / safe_id(method) / f"k{k}" / f"seed{seed}-{key}"
 
@@ -139,16 +144,16 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
     tiles = inputs.tiles
     if not isinstance(tiles, TileSet):
         tiles = load_tile_set(tiles, config.train.group_column)
-    val, test = _sites(tiles, config)
     out = inputs.out
     out.mkdir(parents=True, exist_ok=True)
+    config, val, test, digest, model_hash = _grid_keys(config, tiles, out)
     grid = [(m, k, s) for m in e.methods for k in e.shots for s in e.seeds]
     rows: list[dict[str, Any]] = []
     trained, times = 0, []
     tiny = False
     for n, (method, k, seed) in enumerate(grid, start=1):
         cfg = _run_config(config, method, k, seed, val, test)
-        run = _run_dir(out, cfg, method, k, seed, tiles.digest)
+        run = _run_dir(out, cfg, method, k, seed, digest, model_hash)
         t0 = time.perf_counter()
         metrics, fresh = _one_run(cfg, tiles, method, k, run, out / "cache" / "features")
         if method not in CLASSIC:
@@ -167,14 +172,29 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
     return EvaluateResult(out, results, len(grid), trained, time.perf_counter() - start, val, test, tiny)
 
 
+def _grid_keys(config: SpurgemapConfig, tiles: TileSet,
+               out: Path) -> tuple[SpurgemapConfig, list[str], list[str], str, str]:
+    """What names a grid cell's folder: sites, tile set (with its site mapping) and model content."""
+    e = config.evaluate
+    val, test = _sites(tiles, config)
+    generative = [m for m in e.methods if m not in CLASSIC]
+    model_spec = e.diffusion_model or config.augment.model
+    model_hash = content_hash(model_spec) if generative and model_spec else ""
+    digest = run_key(tiles.digest, *tiles.tile_ids, *map(str, tiles.sites), *map(str, tiles.groups))
+    if generative and not config.augment.erase.cache_dir:  # one erased UNet for the whole grid
+        config = config.model_copy(deep=True)
+        config.augment.erase.cache_dir = str(out / "cache" / "erased")
+    return config, val, test, digest, model_hash
+
+
 def evaluate_cell(config: SpurgemapConfig, tiles: TileSet, out: Path, method: str, k: int, seed: int) -> bool:
     """One grid cell exactly as `run_evaluate` runs it (same folder, same cache); True if trained now.
 
     For running cells elsewhere (campaign.grid: Dask tasks); `run_evaluate` then finds them cached.
     """
-    val, test = _sites(tiles, config)
+    config, val, test, digest, model_hash = _grid_keys(config, tiles, out)
     cfg = _run_config(config, method, k, seed, val, test)
-    run = _run_dir(out, cfg, method, k, seed, tiles.digest)
+    run = _run_dir(out, cfg, method, k, seed, digest, model_hash)
     return _one_run(cfg, tiles, method, k, run, out / "cache" / "features")[1]
 
 

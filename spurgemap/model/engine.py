@@ -98,10 +98,22 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
+def epoch_draws(cfg: TrainConfig) -> int | None:
+    """Samples per epoch drawn with replacement, or None for one shuffled pass over the tiles.
+
+    The reference drew 200 batches of 32 per epoch whatever k, so at k = 1 the head still takes
+    10 000 steps and synthetic variants get drawn often; one pass over 2k tiles would be 1 step."""
+    steps = cfg.steps_per_epoch
+    if steps is None:
+        steps = 200 if cfg.shots else 0
+    return steps * cfg.batch_size if steps else None
+
+
 def draw_epoch(data: Batchable, train_idx: np.ndarray, alpha: float, d4_on: bool,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One epoch's draws: (is_synthetic, image index, symmetry) per sample, shuffled."""
-    order = rng.permutation(train_idx)
+               rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's draws: (is_synthetic, image index, symmetry) per sample, shuffled; `n` draws
+    with replacement when given."""
+    order = rng.choice(train_idx, size=n, replace=True) if n else rng.permutation(train_idx)
     syn = np.zeros(len(order), dtype=bool)
     idx = order.copy()
     for j, i in enumerate(order):
@@ -180,9 +192,12 @@ class Trainer:
     def _inputs(self, syn: np.ndarray, idx: np.ndarray, sym: np.ndarray) -> torch.Tensor:
         if self.features is not None:
             assert self.syn_features is not None
-            rows = [self.syn_features[i, s] if is_syn else self.features[i, s]
-                    for is_syn, i, s in zip(syn, idx, sym, strict=True)]
-            return torch.stack(rows).to(self.prep.device)
+            mask = torch.from_numpy(syn)
+            i, s = torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(sym.astype(np.int64))
+            rows = self.features[torch.where(mask, 0, i), s]
+            if mask.any():
+                rows[mask] = self.syn_features[i[mask], s[mask]]
+            return rows.to(self.prep.device)
         imgs = np.stack([self.data.syn_images[i] if is_syn else self.data.images[i]
                          for is_syn, i in zip(syn, idx, strict=True)])
         t = to_tensor(imgs)
@@ -241,7 +256,8 @@ class Trainer:
         if self.data.bags is not None:
             mil_loss = self._mil_epoch(train_idx, rng, on_batch)
             return EpochResult(mil_loss, *self._validate(val_idx, groups))
-        syn, idx, sym = draw_epoch(self.data, train_idx, cfg.synthetic_alpha, cfg.augment.d4, rng)
+        syn, idx, sym = draw_epoch(self.data, train_idx, cfg.synthetic_alpha, cfg.augment.d4, rng,
+                                   epoch_draws(cfg))
         labels = np.where(syn, self.data.syn_labels[np.where(syn, idx, 0)] if len(self.data.syn_labels) else 0,
                           self.data.labels[np.where(syn, 0, idx)]).astype(np.float32)
         pos = max(labels.sum(), 1.0)

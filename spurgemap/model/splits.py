@@ -156,12 +156,14 @@ def near_groups(groups: np.ndarray, bounds: np.ndarray, held_out: list[str], oth
 
 
 def few_shot(train: np.ndarray, labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
-    """K tiles per class from the training tiles; the same (K, seed) always gives the same tiles."""
-    rng = np.random.default_rng([seed, shots])
+    """K tiles per class: the first K of one seeded permutation per class (as the reference), so the
+    draws are nested across K - few_shot(1) is inside few_shot(2) for the same seed - and a curve over
+    K adds tiles instead of redrawing them."""
+    rng = np.random.default_rng(seed)
     chosen = []
     for cls in (0, 1):
         cand = np.sort(train[labels[train] == cls])
         if len(cand) < shots:
             raise InputError(f"--shots {shots}: only {len(cand)} training tiles of class {cls} are available")
-        chosen.append(rng.choice(cand, size=shots, replace=False))
+        chosen.append(rng.permutation(cand)[:shots])
     return np.sort(np.concatenate(chosen))

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from spurgemap import __version__
-from spurgemap.augment.manifest import load_synthetic, restrict_synthetic
+from spurgemap.augment.manifest import SyntheticSet, load_synthetic, restrict_synthetic, token_leaks
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
@@ -35,6 +35,7 @@ from spurgemap.model.engine import (
     Trainer,
     bag_max,
     cacheable,
+    epoch_draws,
     extract_features,
     freeze_for_probe,
     plot_bags,
@@ -113,6 +114,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     if cfg.shots:
         splits = [Split(s.name, few_shot(s.train, tiles.labels, cfg.shots, config.seed), s.val, s.test)
                   for s in splits]
+    _refuse_token_leaks(syn, tiles, splits)
     key = _run_key(config, tiles, inputs.synthetic)
     work, resumed = _prepare_out(inputs, key)
     device = _device(cfg.device)
@@ -139,7 +141,8 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     syms = 8 if cfg.augment.d4 else 1
     data = Batchable(tiles.images, tiles.labels, syn.images, syn.labels, bags=bags)
     features = syn_features = None
-    steps = phases * cfg.epochs * max(len(s.train) for s in splits)
+    per_epoch = epoch_draws(cfg) or max(len(s.train) for s in splits)
+    steps = phases * cfg.epochs * per_epoch
     with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
         if use_cache:
             model0 = new_model(0)
@@ -164,6 +167,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             train_idx = split.train if split else _final_train(tiles, cfg, config.seed, dropped)
             val_idx = split.val if split else None
             data.syn_by_tile = _syn_map(syn, restrict_synthetic(syn, train_idx))
+            _warn_coverage(syn, train_idx, data.syn_by_tile, cfg.shots, phase > 0)
             model = new_model(phase)
             trainer = Trainer(model, cfg, prep, data, features, syn_features, config.seed)
             epochs = cfg.epochs if not is_final else _best_epoch(history) + 1
@@ -173,7 +177,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
                 first = ckpt["epoch"] + 1
                 best_states = {phase: ckpt["best"]} if ckpt.get("best") else {}
             elif ckpt and ckpt["phase"] > phase:
-                advance(cfg.epochs * len(train_idx))
+                advance(cfg.epochs * (epoch_draws(cfg) or len(train_idx)))
                 continue
             if len(history) <= phase and not is_final:
                 history.append([])
@@ -187,7 +191,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
                         best_states[phase] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 _save_ckpt(work, {"phase": phase, "epoch": epoch, "state": trainer.state(),
                                   "history": history, "oof": oof, "best": best_states.get(phase)})
-            advance(max(0, cfg.epochs - epochs) * len(train_idx))  # the final fit runs fewer epochs
+            advance(max(0, cfg.epochs - epochs) * (epoch_draws(cfg) or len(train_idx)))  # final fit: fewer epochs
             if not cross_val:
                 model.load_state_dict(best_states[phase])
                 final_model = model
@@ -196,6 +200,29 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         assert final_model is not None
     metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val, bags)
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
+
+
+def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, splits: list[Split]) -> None:
+    held = np.unique(np.concatenate([np.concatenate([s.val, s.test]) for s in splits]))
+    leaks = token_leaks(syn, held)
+    if leaks:
+        folder, bad = next(iter(leaks.items()))
+        train_sites = sorted(set(tiles.sites.tolist()) - set(tiles.sites[held].tolist()))
+        raise InputError(f"--synthetic {folder}: its class tokens were learned from {len(bad)} validation/test "
+                         f"tile(s) (sites {', '.join(sorted(set(tiles.sites[bad].tolist())))}); make a clean set "
+                         f"with `spurgemap augment --sites {','.join(train_sites)}`")
+
+
+def _warn_coverage(syn: SyntheticSet, train_idx: np.ndarray, syn_by_tile: dict[int, np.ndarray],
+                   shots: int | None, quiet: bool) -> None:
+    """A few-shot draw whose tiles have no variants trains without synthetic data: say so."""
+    if not len(syn) or not shots or quiet:
+        return
+    covered = int(np.isin(train_idx, list(syn_by_tile)).sum())
+    if covered < len(train_idx):
+        log.warning("train --shots %d: only %d of the %d drawn training tiles (%.0f %%) have synthetic variants; "
+                    "make the set with the same --shots and --seed (`spurgemap augment --shots %d`)", shots,
+                    covered, len(train_idx), 100 * covered / len(train_idx), shots)
 
 
 def _cached_features(folder: Path | None, key: str, compute: Any, on_hit: Any) -> torch.Tensor:
