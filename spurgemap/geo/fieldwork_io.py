@@ -165,6 +165,8 @@ def write_vector(path: Path, table: pd.DataFrame, geoms: Sequence[BaseGeometry],
         kwargs.update(geometry_type=geometry_type, promote_to_multi=geometry_type.startswith("Multi"))
     if layer is not None:
         kwargs["layer"] = layer
+    if driver == "GPKG":  # GeoPackage 1.3: what QGIS 3.22's GDAL reads without a warning (as predict writes)
+        kwargs["dataset_options"] = {"VERSION": "1.3"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shapefile field-width notes
         gdf.to_file(path, driver=driver, engine="pyogrio", **kwargs)
