@@ -181,7 +181,8 @@ def _grid_keys(config: SpurgemapConfig, tiles: TileSet,
     model_spec = e.diffusion_model or config.augment.model
     model_hash = content_hash(model_spec) if generative and model_spec else ""
     digest = run_key(tiles.digest, *tiles.tile_ids, *map(str, tiles.sites), *map(str, tiles.groups))
-    if generative and not config.augment.erase.cache_dir:  # one erased UNet for the whole grid
+    if generative and config.augment.erase.concepts and not config.augment.erase.cache_dir:  # one erased UNet
+        # for the whole grid (set only when erasing: the folder lands in every bundle's training config)
         config = config.model_copy(deep=True)
         config.augment.erase.cache_dir = str(out / "cache" / "erased")
     return config, val, test, digest, model_hash
