@@ -34,3 +34,42 @@ def test_the_same_model_saved_at_another_time_gives_the_same_bytes(tmp_path, mon
     with torch.no_grad():
         model.head.bias.add_(1)
     assert save_bundle(tmp_path / "c.spurge", model, META, onnx=b"graph") != first
+
+
+def test_version_1_bundles_still_load_and_newer_ones_are_refused(tmp_path):
+    """Bundles written before the typed schema (format_version 1, untyped JSON) open as BundleMeta."""
+    import json
+    import zipfile
+
+    import pytest
+    from safetensors.torch import save as st_save
+
+    from spurgemap.core.errors import InputError
+
+    torch.manual_seed(1)
+    backbone, spec = create_backbone("test_efficientnet", pretrained=False)
+    model = SpurgeClassifier(backbone, spec.num_features).eval()
+    old = {"format": "spurgemap-bundle", "format_version": 1, **META, "mode": "probe", "metrics": {"x": 1}}
+    path = tmp_path / "v1.spurge"
+    with zipfile.ZipFile(path, "w") as zf:  # as spurgemap 0.1 wrote it
+        zf.writestr("metadata.json", json.dumps(old))
+        zf.writestr("weights.safetensors", st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    bundle = read_bundle(path)
+    assert bundle.meta.format_version == 1 and bundle.meta.threshold == 0.5 and bundle.onnx is None
+    assert bundle.meta.mean == (0.5, 0.5, 0.5) and bundle.meta.metrics == {"x": 1}
+    again, _ = model_from_bundle(bundle)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(again(x), model(x))
+    newer = tmp_path / "v9.spurge"
+    with zipfile.ZipFile(newer, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({**old, "format_version": 9}))
+        zf.writestr("weights.safetensors", b"")
+    with pytest.raises(InputError, match="newer than this spurgemap"):
+        read_bundle(newer)
+    broken = tmp_path / "typed.spurge"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr("metadata.json", json.dumps({**old, "tile_size_px": "big"}))
+        zf.writestr("weights.safetensors", b"")
+    with pytest.raises(InputError, match="tile_size_px"):
+        read_bundle(broken)
