@@ -127,7 +127,7 @@ def test_train_killed_mid_run_resumes_to_the_same_model(tmp_path, tiny_weights):
     ckpt = tmp_path / "run" / ".work" / "checkpoint.pt"
     _kill_when((*args, "--out", tmp_path / "run"), ckpt.exists)
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "model.spurge").exists()
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)  # never unpickle: the checkpoint holds tensors and plain data
     assert (saved["phase"], saved["epoch"]) < (3, 0)  # 3 folds then a final fit: killed in a fold
     _run(*args, "--out", tmp_path / "run")
     ref, run = _json(tmp_path / "ref" / "metrics.json"), _json(tmp_path / "run" / "metrics.json")
