@@ -93,6 +93,7 @@ class TrainConfig(_Section):
     synthetic_alpha: float = Field(0.5, ge=0.0, le=1.0)
     augment: AugmentOnTheFly = AugmentOnTheFly()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool | None = None  # bfloat16 autocast; null = on CUDA only (true on CPU runs the same path)
     channels_last: bool = True
     threads: int | None = Field(None, ge=1)
 
@@ -203,6 +204,7 @@ class PredictConfig(_Section):
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: onnxruntime on CPU, torch on CUDA
+    bf16: bool | None = None  # torch backend: bfloat16 autocast; null = on CUDA only
     gsd_tolerance: float = Field(0.15, ge=0.0)  # relative GSD difference accepted without notice
     max_gsd_ratio: float = Field(2.0, ge=1.0)  # beyond this resampling loses too much: refuse
     queue_batches: int = Field(4, ge=1)  # read-ahead, bounds memory

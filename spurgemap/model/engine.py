@@ -82,20 +82,25 @@ def extract_features(model: SpurgeClassifier, images: np.ndarray, prep: Prep, sy
 
 
 @torch.inference_mode()
-def predict_probs(model: SpurgeClassifier, images: np.ndarray, prep: Prep, batch_size: int) -> np.ndarray:
+def predict_probs(model: SpurgeClassifier, images: np.ndarray, prep: Prep, batch_size: int,
+                  bf16: bool = False) -> np.ndarray:
     model.eval()
     probs = []
     for start in range(0, len(images), batch_size):
         x = prep(to_tensor(images[start:start + batch_size]))
-        with _autocast(prep.device):
+        with autocast(prep.device, bf16):
             probs.append(torch.sigmoid(model(x).float()).cpu())
     return torch.cat(probs).numpy() if probs else np.zeros(0)
 
 
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def use_bf16(setting: bool | None, device: torch.device) -> bool:
+    """bfloat16 autocast: on CUDA by default; a setting of true runs the very same path on CPU (tests)."""
+    return device.type == "cuda" if setting is None else setting
+
+
+def autocast(device: torch.device, bf16: bool) -> Any:
+    """One autocast for CUDA and CPU, so the half-precision path is the code CPU tests run."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def epoch_draws(cfg: TrainConfig) -> int | None:
@@ -179,6 +184,7 @@ class Trainer:
         self.model, self.cfg, self.prep, self.data = model, cfg, prep, data
         self.features, self.syn_features = features, syn_features
         self.seed = seed
+        self.bf16 = use_bf16(cfg.bf16, prep.device)
         params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -271,7 +277,7 @@ class Trainer:
             sl = slice(start, start + cfg.batch_size)
             x = self._inputs(syn[sl], idx[sl], sym[sl])
             y = torch.from_numpy(labels[sl]).to(self.prep.device)
-            with _autocast(self.prep.device):
+            with autocast(self.prep.device, self.bf16):
                 if self.features is not None:
                     logits = self.model.head(x).squeeze(1)
                 else:
@@ -296,4 +302,4 @@ class Trainer:
             with torch.inference_mode():
                 logits = self.model.head(self.features[idx, 0].to(self.prep.device)).squeeze(1)
             return torch.sigmoid(logits.float()).cpu().numpy()
-        return predict_probs(self.model, self.data.images[idx], self.prep, self.cfg.batch_size)
+        return predict_probs(self.model, self.data.images[idx], self.prep, self.cfg.batch_size, self.bf16)

@@ -72,15 +72,16 @@ def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predi
             return np.stack([_chunked(session, "tiles", d4_numpy(batch, k)) for k in syms], axis=1)
 
         return predict_graph, "onnxruntime fp32 (CPU, bundle graph)" + tta
-    return _torch_predictor(bundle, backend, cuda, syms, tta)
+    return _torch_predictor(bundle, backend, cuda, syms, tta, cfg.bf16)
 
 
 def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
-                     tta: str) -> tuple[Predictor, str]:
+                     tta: str, bf16_setting: bool | None = None) -> tuple[Predictor, str]:
     # Deferred on purpose: torch (and the torch side of model/) loads only when this path runs.
     import torch
 
     from spurgemap.model.classifier import model_from_bundle
+    from spurgemap.model.engine import autocast, use_bf16
     from spurgemap.model.onnx import classifier_onnx
     from spurgemap.model.preprocess import Prep, d4
 
@@ -98,16 +99,15 @@ def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
         label = "onnxruntime fp32 (CPU, exported at start-up)"
     else:
         net = model.to(device).eval().to(memory_format=torch.channels_last)
+        bf16 = use_bf16(bf16_setting, device)
 
         @torch.inference_mode()
         def run(x: torch.Tensor) -> np.ndarray:
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            if device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return torch.sigmoid(net(x).float()).cpu().numpy()
-            return torch.sigmoid(net(x)).numpy()
+            with autocast(device, bf16):
+                return torch.sigmoid(net(x).float()).cpu().numpy()
 
-        label = f"torch {'bf16 (cuda)' if cuda else 'fp32 (cpu)'}"
+        label = f"torch {'bf16' if bf16 else 'fp32'} ({device.type})"
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
