@@ -150,3 +150,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     parts = "; ".join(f"{n} x {r}" for r, n in sorted(reasons.items()))
     terminalreporter.write_line(f"spurgemap: {len(skipped)} checks skipped on this machine ({parts}); "
                                 "CI installs QGIS and has ../shared, so it runs them all")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion folder (the augment tests' model)."""
+    from spurgemap.augment.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> Path:
+    """A small tile set of 3 sites x 3 tiles per class (the augment tests' tiles)."""
+    return make_tile_set(tmp_path_factory.mktemp("aug") / "tiles", sites=3, per_class=3)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PX, make_tile_set
+from conftest import PX
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from shapely import box
@@ -29,16 +29,6 @@ from spurgemap.cli.app import app
 from spurgemap.config import load_config
 from spurgemap.core.errors import InputError
 from spurgemap.tile.tileset import load_tile_set
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
-
-
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory) -> Path:
-    return make_tile_set(tmp_path_factory.mktemp("aug") / "tiles", sites=3, per_class=3)
 
 
 def _cfg(model: Path, **over):

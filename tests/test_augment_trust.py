@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PX, make_tile_set
+from conftest import PX
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -21,22 +21,11 @@ from spurgemap.augment.manifest import load_synthetic
 from spurgemap.augment.methods import METHODS, Generator, Job, Step
 from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.augment.store import load_tokens_into
-from spurgemap.augment.tiny import write_tiny_model
 from spurgemap.augment.tokens import learn_tokens
 from spurgemap.cli.app import app
 from spurgemap.config import load_config
 from spurgemap.core.errors import InputError
 from spurgemap.tile.tileset import load_tile_set
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return write_tiny_model(tmp_path_factory.mktemp("sd") / "tiny-sd")
-
-
-@pytest.fixture(scope="module")
-def tiles(tmp_path_factory) -> Path:
-    return make_tile_set(tmp_path_factory.mktemp("aug") / "tiles", sites=3, per_class=3)
 
 
 def _cfg(model: Path, **over):
