@@ -164,3 +164,17 @@ def tiny(tmp_path_factory) -> Path:
 def tiles(tmp_path_factory) -> Path:
     """A small tile set of 3 sites x 3 tiles per class (the augment tests' tiles)."""
     return make_tile_set(tmp_path_factory.mktemp("aug") / "tiles", sites=3, per_class=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Seeded weights of timm's tiny `test_efficientnet`, as a local file (nothing is downloaded)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    path = tmp_path_factory.mktemp("w") / "test_efficientnet.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    return path

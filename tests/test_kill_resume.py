@@ -20,10 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from conftest import make_tile_set
-from safetensors.torch import save_file
 from test_predict_cells import green_bundle, green_ortho
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +68,6 @@ def _without_timing(obj: object) -> object:
 
 def _json(path: Path) -> object:
     return _without_timing(json.loads(path.read_text()))
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("kw") / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

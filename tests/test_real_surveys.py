@@ -13,11 +13,9 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-import timm
 import torch
 from affine import Affine
 from conftest import ORIGIN, PX, make_tile_set, square, texture, write_plots, write_raster
-from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
@@ -34,15 +32,6 @@ from spurgemap.train import TrainInputs, run_train
 from spurgemap.train import stage as train_stage
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("w") / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from conftest import PX, make_tile_set
 from PIL import Image
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from spurgemap.augment.manifest import MANIFEST, load_synthetic, restrict_synthetic
@@ -26,15 +24,6 @@ from spurgemap.model.classifier import SpurgeClassifier, load_bundle, model_from
 from spurgemap.model.splits import few_shot, make_splits
 from spurgemap.tile.tileset import load_tile_set
 from spurgemap.train import TrainInputs, run_train
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    path = tmp_path_factory.mktemp("w") / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    return path
 
 
 def _cfg(weights: Path, **over):
