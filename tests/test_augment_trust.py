@@ -161,6 +161,26 @@ def test_empty_inpaint_mask_warns_and_edits_the_whole_tile(tiny, tiles, caplog):
     assert np.abs(out.astype(float) - src.astype(float)).mean() > 10  # not the source handed back
 
 
+def test_empty_inpaint_mask_is_recorded_in_the_manifest(tiny, tiles, tmp_path):
+    import geopandas as gpd
+
+    ts = load_tile_set(tiles)
+    gpkg = gpd.read_file(tiles / "tiles.gpkg").set_index("tile_id")
+    covered, bare = ts.tile_ids[0], next(t for t in ts.tile_ids[1:]
+                                         if not gpkg.loc[t].geometry.intersects(gpkg.loc[ts.tile_ids[0]].geometry))
+    layer = tmp_path / "mask.geojson"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[gpkg.loc[covered].geometry], crs=gpkg.crs).to_file(layer)
+    cfg = _cfg(tiny, **{"augment.method": "inpaint", "augment.inpaint.mask": "layer", "augment.shots": None,
+                        "augment.strengths": [1.0]})
+    run_augment(cfg, AugmentInputs(tiles, tmp_path / "inp", mask_layer=layer, tile_ids=[covered, bare],
+                                   tokens=None))
+    m = pd.read_csv(tmp_path / "inp" / "manifest.csv", keep_default_na=False).set_index("source_tile_id")
+    assert m.loc[bare, "note"] == "inpaint mask empty: whole tile edited"
+    assert m.loc[covered, "note"] == ""
+    summary = json.loads((tmp_path / "inp" / "summary.json").read_text())
+    assert summary["notes"] == {"inpaint mask empty: whole tile edited": 1}
+
+
 def test_inpainting_unet_is_refused_for_token_learning(tiny):
     model = load_model(str(tiny))
     model.pipe.unet.register_to_config(in_channels=9)

@@ -23,6 +23,7 @@ from spurgemap.core.errors import InputError
 METHODS = ("dafusion", "real-guidance", "text2img", "boomerang", "latent-perturb", "inpaint")
 log = logging.getLogger(__name__)
 TOKEN_METHODS = {"dafusion", "text2img", "latent-perturb", "inpaint"}  # conditioned on learned class tokens
+EMPTY_MASK_NOTE = "inpaint mask empty: whole tile edited"
 CLASS_WORDS = {"absent": "grassland without leafy spurge", "present": "leafy spurge in grassland"}
 
 
@@ -182,12 +183,23 @@ class Generator:
             x = torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2)
         return to_tiles(x.permute(0, 2, 3, 1).numpy(), tile_px)
 
+    def notes(self, tiles: np.ndarray, jobs: list[Job], masks: np.ndarray | None) -> list[str]:
+        """Per job, what the manifest must say about it: an inpaint job whose mask is empty edits the whole tile."""
+        if not any(s.method == "inpaint" for s in jobs[0].steps):
+            return [""] * len(jobs)
+        return [EMPTY_MASK_NOTE if e else "" for e in self._empty(tiles, masks)]
+
+    def _empty(self, tiles: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        m = masks if masks is not None else vegetation_mask(tiles, self.cfg.inpaint.exg_threshold)
+        return np.asarray(~m.reshape(len(m), -1).any(axis=1))
+
     def _masks(self, tiles: np.ndarray, masks: np.ndarray | None) -> torch.Tensor:
         c = self.cfg.inpaint
         m = masks if masks is not None else vegetation_mask(tiles, c.exg_threshold)
-        empty = ~m.reshape(len(m), -1).any(axis=1)
+        empty = self._empty(tiles, masks)
         if empty.any():  # an empty mask would return the source unchanged: edit the whole tile instead
-            log.warning("inpaint: %d of %d tiles have an empty %s mask; those tiles are edited whole",
+            log.warning("inpaint: %d of %d tiles have an empty %s mask; those tiles are edited whole "
+                        "(noted in manifest.csv)",
                         int(empty.sum()), len(m), "--mask-layer" if masks is not None else "vegetation")
             m = m.copy()
             m[empty] = True

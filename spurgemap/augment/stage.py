@@ -317,7 +317,7 @@ def _generate(gen: Generator, sel: Selection, todo: list[Job], masks: np.ndarray
             m = masks[[jb.tile for jb in batch]] if masks is not None else None
             images = gen.run(src, batch, m, tile_px)
             new = []
-            for jb, img in zip(batch, images, strict=True):
+            for jb, img, note in zip(batch, images, gen.notes(src, batch, m), strict=True):
                 path = image_path(out, jb.tile_id, jb.j)
                 write_image(path, img)
                 new.append({
@@ -325,7 +325,7 @@ def _generate(gen: Generator, sel: Selection, todo: list[Job], masks: np.ndarray
                     "method": jb.name, "strength": "+".join("" if s.strength is None else f"{s.strength:g}"
                                                             for s in jb.steps),
                     "seed": jb.seed, "prompt": " | ".join(s.prompt for s in jb.steps), "model_id": model.model_id,
-                    "model_hash": model.model_hash, "j": jb.j, "tiny_model": model.tiny})
+                    "model_hash": model.model_hash, "j": jb.j, "tiny_model": model.tiny, "note": note})
             append_rows(rows_path, new)
             rows.extend(new)
             made += len(batch)
@@ -350,6 +350,7 @@ def _finish(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, rows
         "spurgemap_version": __version__, "images": len(rows), "generated_this_run": generated,
         "real_tiles": len(sel.index), "per_method": dict(Counter(r["method"] for r in rows)),
         "per_label": dict(Counter(r["label"] for r in rows)), "seconds": round(seconds, 2),
+        "notes": dict(Counter(r["note"] for r in rows if r.get("note"))),
         "images_per_second": round(generated / max(seconds, 1e-9), 3), "model": describe(model),
         "tile_set": str(sel.tiles.root), "tile_set_hash": sel.tiles.digest,
         "warning": ("generated with a TINY RANDOM diffusion model: these images test the mechanics "

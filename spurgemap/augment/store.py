@@ -19,7 +19,7 @@ from spurgemap.core.ids import safe_id
 
 log = logging.getLogger(__name__)
 TOKENS_META = "tokens.json"
-COLUMNS = [*MANIFEST_COLUMNS, "model_hash", "j", "tiny_model"]
+COLUMNS = [*MANIFEST_COLUMNS, "model_hash", "j", "tiny_model", "note"]
 
 
 def save_tokens(folder: Path, embeddings: dict[str, Any], meta: dict[str, Any]) -> list[Path]:
@@ -95,13 +95,19 @@ def write_image(path: Path, rgb: np.ndarray) -> None:
 
 def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     new = not path.exists()
+    fields = COLUMNS if new else _header(path)  # a resumed run keeps the columns its file began with
     with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="") as fh:
+        return next(csv.reader(fh), COLUMNS) or COLUMNS
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
