@@ -189,6 +189,18 @@ def test_feature_cache_from_the_command_line_and_plot_mil_report(tileset, tiny_w
     other = runner.invoke(app, [*base[:-1], f"train.input_size={PX - 16}", "--out", str(tmp_path / "r3")])
     assert other.exit_code == 0, other.output
     assert len(list(cache.glob("*.safetensors"))) == 2 and calls[-2] == len(ts)  # another size: a miss
+    relabelled = tmp_path / "relabelled"  # the same pixels with other labels: features are reused
+    shutil.copytree(tileset, relabelled)
+    index = gpd.read_file(relabelled / "tiles.gpkg")
+    index.loc[0, "label"] = "present" if index.loc[0, "label"] == "absent" else "absent"
+    index.to_file(relabelled / "tiles.gpkg")
+    assert load_tile_set(relabelled).digest != ts.digest
+    assert load_tile_set(relabelled).pixels_digest == ts.pixels_digest
+    n = len(calls)
+    again = runner.invoke(app, [*base, "--out", str(tmp_path / "r4")])
+    relab = runner.invoke(app, ["train", str(relabelled), *base[2:], "--out", str(tmp_path / "r5")])
+    assert again.exit_code == 0 and relab.exit_code == 0, relab.output
+    assert calls[n:] == [0, 0] and len(list(cache.glob("*.safetensors"))) == 2
 
 
 GSD7 = 0.007

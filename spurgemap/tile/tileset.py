@@ -33,11 +33,10 @@ class TileSet:
     plots: np.ndarray | None = None  # "site/plot" per tile: the bags of multiple-instance labels
     verified: np.ndarray | None = None  # True where the label comes from a per-tile verify CSV
     source_gsd_m: float | None = None  # imagery's own GSD when tiles were resampled (`tile --gsd`)
+    pixels_digest: str = ""  # hash of ids and pixels only: backbone features do not depend on labels
 
     def __len__(self) -> int:
         return len(self.tile_ids)
-
-
 
 
 def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
@@ -49,15 +48,16 @@ def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
         raise InputError(f"{tiles_dir}: tile index has no column {group_column!r} for grouping sites")
     index = index.sort_values("tile_id").reset_index(drop=True)
     images = []
-    digest = hashlib.sha256()
-    for tid, rel, label in zip(index.tile_id, index.path, index.label, strict=True):
+    pixels = hashlib.sha256()
+    for tid, rel in zip(index.tile_id, index.path, strict=True):
         path = (tiles_dir / rel).resolve()
         if tiles_dir.resolve() not in path.parents or not path.exists():
             raise InputError(f"{tiles_dir}: tile file {rel!r} of {tid} is missing or outside the tile set")
         img = read_tile(path)
-        digest.update(f"{tid}:{label}".encode())
-        digest.update(img.tobytes())
+        pixels.update(f"{tid}:".encode())
+        pixels.update(img.tobytes())
         images.append(img)
+    digest = hashlib.sha256(pixels.digest() + "|".join(map(str, index.label)).encode())
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
         raise InputError(f"{tiles_dir}: tiles have different sizes {sorted(shapes)}; re-tile with one tile size")
@@ -68,7 +68,7 @@ def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
         tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
         groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
         images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
-        digest=digest.hexdigest()[:16], root=tiles_dir, bounds=bounds_in_metres(index),
+        digest=digest.hexdigest()[:16], pixels_digest=pixels.hexdigest()[:16], root=tiles_dir, bounds=bounds_in_metres(index),
         plots=(index.site_id.astype(str) + "/" + index.plot_id.astype(str)).to_numpy()
         if "plot_id" in index else None,
         verified=(index["label_source"] == "verify").to_numpy() if "label_source" in index else None,

@@ -153,7 +153,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
                 return extract_features(model0, images, prep, syms, cfg.batch_size, advance)
 
             features = _cached_features(inputs.feature_cache, f"{spec.name}|{spec.weights}|{input_size}|{syms}|"
-                                        f"{tiles.digest}|{cfg.channels_last}|{device.type}|ort",
+                                        f"{tiles.pixels_digest or tiles.digest}|{cfg.channels_last}|{device.type}|ort",
                                         lambda: features_of(tiles.images), lambda: advance(len(tiles)))
             syn_features = features_of(syn.images)
         ckpt = _load_ckpt(work) if resumed else None
