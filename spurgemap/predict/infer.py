@@ -42,13 +42,14 @@ def _cuda_wanted(name: str) -> bool:
     return available
 
 
-
-
 def _session(onnx: bytes) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads would spin for the next run and starve the reader thread of the cores it
+    # decodes and fills tiles on (end to end 0.82 -> 0.95 x model-only on 2 cores, benchmarks/predict_bench.py).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
 
 
