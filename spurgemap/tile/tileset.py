@@ -68,7 +68,8 @@ def load_tile_set(tiles_dir: Path, group_column: str = "site_id") -> TileSet:
         tile_ids=list(index.tile_id), sites=index.site_id.astype(str).to_numpy(),
         groups=index[group_column].astype(str).to_numpy(), labels=labels.to_numpy(np.int64),
         images=np.stack(images), tile_px=images[0].shape[0], gsd_m=float(np.median(index.gsd_m)),
-        digest=digest.hexdigest()[:16], pixels_digest=pixels.hexdigest()[:16], root=tiles_dir, bounds=bounds_in_metres(index),
+        digest=digest.hexdigest()[:16], pixels_digest=pixels.hexdigest()[:16], root=tiles_dir,
+        bounds=bounds_in_metres(index),
         plots=(index.site_id.astype(str) + "/" + index.plot_id.astype(str)).to_numpy()
         if "plot_id" in index else None,
         verified=(index["label_source"] == "verify").to_numpy() if "label_source" in index else None,
