@@ -12,6 +12,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,7 @@ from shapely.prepared import prep
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
-from spurgemap.core.hashing import file_sha256, run_key
+from spurgemap.core.hashing import background_sha256, file_fingerprint, run_key
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import resumable_workdir
 from spurgemap.geo.maps import read_aoi
@@ -104,8 +106,8 @@ def _species(config: SpurgemapConfig, meta: BundleMeta) -> str:
 
 
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
-    with gdal_session(config.tile.gdal_cache_mb):
-        return _run(config, inputs)
+    with background_sha256() as sha256, gdal_session(config.tile.gdal_cache_mb):
+        return _run(config, inputs, sha256)
 
 
 def _keep_mask(grid: Grid, info: OrthoInfo, aoi: Any) -> np.ndarray:
@@ -123,7 +125,7 @@ def _keep_mask(grid: Grid, info: OrthoInfo, aoi: Any) -> np.ndarray:
     return keep
 
 
-def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
+def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path], Future[str]]) -> PredictResult:
     start = time.perf_counter()
     cfg = config.predict
     bundle = inputs.model if isinstance(inputs.model, Bundle) else read_bundle(inputs.model)
@@ -143,8 +145,8 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
             raise InputError(f"{inputs.aoi}: the AOI lies outside {info.path}; check its CRS and location")
     keep = _keep_mask(grid, info, aoi)
     bundle_sha = bundle.sha256
-    source_sha = file_sha256(info.path)
-    key = run_key(bundle_sha, source_sha, dump_config(config), str(inputs.aoi))
+    source_sha = sha256(info.path)  # for provenance only: the resume key needs no full read of the file
+    key = run_key(bundle_sha, file_fingerprint(info.path), dump_config(config), str(inputs.aoi))
     work, resumed = resumable_workdir(inputs.out, inputs.overwrite, key)
     state = _load_state(work) if resumed else None
     sums = state["sums"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
@@ -186,7 +188,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
     seconds = time.perf_counter() - start
     files, summary = write_maps(config, inputs, info, grid, meta, sums, counts, cell_valid, aoi, preview,
                                 spreads if cfg.tta else None,
-                                {"bundle_sha256": bundle_sha, "source_sha256": source_sha, "created": stamp,
+                                {"bundle_sha256": bundle_sha, "source_sha256": source_sha.result(), "created": stamp,
                                  "model": str(bundle.path),
                                  "backend": backend, "seconds": seconds, "tiles_predicted": done},
                                 _species(config, meta))

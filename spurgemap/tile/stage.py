@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from typing import Any
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
-from spurgemap.core.hashing import file_sha256
+from spurgemap.core.hashing import background_sha256
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho
@@ -87,15 +86,8 @@ def _open_all(config: SpurgemapConfig, orthos: list[Path]) -> list[OrthoInfo]:
 
 
 def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
-    # The source hash (~1 s per GB) only goes into the records and summary, so it is computed in a
-    # background thread while tiles are cut; a failed run stops it instead of waiting for it.
-    hasher, stop = ThreadPoolExecutor(1, thread_name_prefix="sha256"), threading.Event()
-    try:
-        with gdal_session(config.tile.gdal_cache_mb):
-            return _run_tile(config, inputs, lambda path: hasher.submit(file_sha256, path, stop=stop))
-    finally:
-        stop.set()
-        hasher.shutdown(wait=False, cancel_futures=True)
+    with background_sha256() as sha256, gdal_session(config.tile.gdal_cache_mb):
+        return _run_tile(config, inputs, sha256)
 
 
 def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
