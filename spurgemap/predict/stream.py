@@ -134,7 +134,7 @@ class TileStream:
                 best = share[:, c - c_lo:c - c_lo + g.per_tile].max()
                 if best > 0 and best >= self.min_valid:
                     x = (c - c_lo) * s
-                    pixels = np.ascontiguousarray(rgb[:, :, x:x + t].transpose(1, 2, 0))
+                    pixels = rgb[:, :, x:x + t].transpose(1, 2, 0)  # a view: the batch is stacked once
                     self.queue.put(TileBatchItem(r, int(c), fill_invalid(pixels, valid[:, x:x + t])))
                 elif self.on_position:
                     self.on_position(1)
