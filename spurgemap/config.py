@@ -203,7 +203,8 @@ class PredictConfig(_Section):
     tta: bool = False  # average the 8 D4 symmetries
     batch_size: int = Field(32, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: onnxruntime on CPU, torch on CUDA
+    # auto: OpenVINO (else onnxruntime) on CPU, torch on CUDA
+    backend: Literal["auto", "torch", "onnx", "openvino"] = "auto"
     bf16: bool | None = None  # torch backend: bfloat16 autocast; null = on CUDA only
     gsd_tolerance: float = Field(0.15, ge=0.0)  # relative GSD difference accepted without notice
     max_gsd_ratio: float = Field(2.0, ge=1.0)  # beyond this resampling loses too much: refuse

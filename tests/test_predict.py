@@ -22,6 +22,7 @@ from spurgemap.cli.app import app
 from spurgemap.config import load_config
 from spurgemap.core.errors import InputError
 from spurgemap.model.backbones import create_backbone
+from spurgemap.model.bundle import read_bundle
 from spurgemap.model.classifier import SpurgeClassifier, save_bundle
 from spurgemap.predict import PredictInputs, run_predict
 
@@ -293,6 +294,30 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_openvino_is_the_cpu_default_and_agrees_with_onnxruntime_on_every_cell(trained, mapped, tmp_path,
+                                                                            monkeypatch):
+    from spurgemap.predict import infer
+
+    ort = run_predict(load_config(overrides={"predict.backend": "onnx"}),
+                      PredictInputs(trained["ortho"], trained["bundle"], tmp_path / "ort"))
+    assert ort.backend.startswith("onnxruntime fp32")
+    assert json.loads((mapped / "ortho_summary.json").read_text())["backend"].startswith(
+        "OpenVINO fp32 (CPU, bundle graph)")
+    for name in ("prob", "class"):
+        with rasterio.open(mapped / f"ortho_{name}.tif") as a, rasterio.open(ort.files[name]) as b:
+            ov_cells, ort_cells = a.read(1).astype(int), b.read(1).astype(int)
+        assert (ov_cells == 255).sum() == (ort_cells == 255).sum() and (ov_cells != 255).sum() > 50
+        if name == "prob":  # percent, rounded: fp32 on both engines differs by rounding at most
+            assert np.abs(ov_cells - ort_cells).max() <= 1 and np.ptp(ov_cells[ov_cells != 255]) >= 20
+        else:
+            assert (ov_cells == ort_cells).mean() >= 0.99
+    monkeypatch.setattr(infer, "has_openvino", lambda: False)  # a machine without it falls back
+    bundle = read_bundle(trained["bundle"])
+    assert infer.make_predictor(bundle, load_config().predict, 250)[1].startswith("onnxruntime")
+    with pytest.raises(InputError, match="openvino package is not installed"):
+        infer.make_predictor(bundle, load_config(overrides={"predict.backend": "openvino"}).predict, 250)
 
 
 def test_other_resolution_is_resampled_to_the_training_ground_size(trained, tiny_bundle, tmp_path):

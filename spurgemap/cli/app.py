@@ -197,7 +197,7 @@ def predict(
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the 8 flips/rotations.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Tiles per inference batch.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, onnx (CPU) or torch.")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, openvino or onnx (CPU), or torch.")] = None,
     list_file: Annotated[Path | None, typer.Option("--list", help="Text file: one orthomosaic path per line.")]
     = None,
     workers: WorkersOpt = None,
