@@ -98,12 +98,12 @@ def _int8_graph(graph: bytes | None, work: Path) -> bytes:
     return out.read_bytes()
 
 
-def _child(mode: str, ortho: Path, bundle: Path, work: Path) -> dict[str, float]:
+def _child(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> dict[str, float]:
     from spurgemap.config import load_config
     from spurgemap.geo.raster import OrthoReader, gdal_session, open_ortho
     from spurgemap.predict.stream import Grid, TileStream
 
-    cfg = load_config()
+    cfg = load_config(overrides={"predict.backend": backend})
     t0 = time.perf_counter()
     if mode == "e2e":
         from spurgemap.predict import PredictInputs, run_predict
@@ -152,11 +152,12 @@ def _child(mode: str, ortho: Path, bundle: Path, work: Path) -> dict[str, float]
         return {"tiles": n, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _run(mode: str, ortho: Path, bundle: Path, work: Path) -> dict[str, float]:
+def _run(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> dict[str, float]:
     with open(ortho, "rb") as fh:  # page cache warm for every run alike
         while fh.read(64 << 20):
             pass
-    cmd = [sys.executable, __file__, "--workdir", str(work), "--child", mode, str(ortho), str(bundle)]
+    cmd = [sys.executable, __file__, "--workdir", str(work), "--backend", backend, "--child", mode, str(ortho),
+           str(bundle)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     r = json.loads(out)
     r["rate"] = r["tiles"] / r["seconds"]
@@ -170,12 +171,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--int8", action="store_true", help="also time a static int8 graph (and its agreement)")
     ap.add_argument("--workdir", type=Path, default=Path("bench-predict"))
+    ap.add_argument("--backend", default="auto", help="predict.backend: auto (OpenVINO on CPU), onnx, openvino")
     ap.add_argument("--bundle", type=Path, help="a trained 250-px bundle (int8 agreement means more on one)")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "ORTHO", "BUNDLE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         mode, ortho, bundle = args.child
-        print(json.dumps(_child(mode, Path(ortho), Path(bundle), args.workdir)))
+        print(json.dumps(_child(mode, Path(ortho), Path(bundle), args.workdir, args.backend)))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle or _bundle(args.workdir / "lite0.spurge")
@@ -188,7 +190,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in modes}
     for k in range(args.rounds):  # interleaved, so load from other jobs hits every mode alike
         for name, mode, ortho in modes:
-            r = _run(mode, ortho, bundle, args.workdir)
+            r = _run(mode, ortho, bundle, args.workdir, args.backend)
             runs[name].append(r)
             print(f"round {k + 1} {name:>16}: {r['tiles']:6d} tiles in {r['seconds']:7.1f} s = {r['rate']:6.1f} "
                   f"tiles/s, peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
