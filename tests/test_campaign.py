@@ -113,3 +113,17 @@ def test_names_globs_and_lists(field, tmp_path):
         expand_orthos([tmp_path / "nothing*.tif"], None)
     with pytest.raises(InputError, match="--campaign-crs"):
         run_campaign(load_config(), CampaignInputs(orthos, field["bundle"], tmp_path / "m", crs="EPSG:nope"))
+
+
+def test_local_workers_keep_the_allocator_adaptive_and_get_their_share_of_threads():
+    import os
+
+    from spurgemap.campaign.engine import dask_engine
+
+    def env() -> dict[str, str | None]:
+        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+    with dask_engine(workers=1) as engine:
+        seen = list(engine.client.run(env).values())
+    cores = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() or 1)))  # the user's own setting wins
+    assert seen == [{"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "OMP_NUM_THREADS": cores}]

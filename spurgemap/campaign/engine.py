@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import dask
 from distributed import Client, LocalCluster
 
 from spurgemap.core.errors import InputError
@@ -32,6 +33,18 @@ def default_workers(gpus: int = 0) -> int:
     if gpus:
         return gpus
     return max(1, (os.cpu_count() or 2) // 2)
+
+
+def worker_environ(cores: int) -> dict[str, int | None]:
+    """What Dask's nanny sets before it starts a worker, changed for this work.
+
+    Its default MALLOC_TRIM_THRESHOLD_ (64 KiB) switches off glibc's adaptive mmap threshold, so every
+    batch array is a fresh mmap with page faults: mapping ran ~10 % slower in a worker than in
+    process (benchmarks/scale_bench.py); None unsets it. Its OMP/MKL/OpenBLAS default of 1 thread
+    would leave torch (evaluate cells) on one core of the worker's share.
+    """
+    return {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores,
+            "OPENBLAS_NUM_THREADS": cores}
 
 
 def _dashboard_served() -> bool:
@@ -67,9 +80,11 @@ def dask_engine(workers: int | None = None, scheduler: str | None = None, gpus: 
     n = workers or default_workers(gpus)
     if n < 1:
         raise InputError(f"--workers {n}: give at least 1")
-    threads = 1 if one_task_per_worker else max(1, (os.cpu_count() or 1) // n)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
-                           dashboard_address=":0" if served else None, silence_logs=logging.ERROR)
+    cores = max(1, (os.cpu_count() or 1) // n)
+    threads = 1 if one_task_per_worker else cores
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores)}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
+                               dashboard_address=":0" if served else None, silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
         yield Engine(client, n, client.dashboard_link if served else None, local=True)
