@@ -123,7 +123,13 @@ def test_local_workers_keep_the_allocator_adaptive_and_get_their_share_of_thread
     def env() -> dict[str, str | None]:
         return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
 
+    def profiling() -> bool:
+        import dask
+
+        return bool(dask.config.get("distributed.worker.profile.enabled"))
+
     with dask_engine(workers=1) as engine:
         seen = list(engine.client.run(env).values())
+        assert list(engine.client.run(profiling).values()) == [False]
     cores = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() or 1)))  # the user's own setting wins
     assert seen == [{"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "OMP_NUM_THREADS": cores}]

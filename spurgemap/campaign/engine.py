@@ -82,7 +82,10 @@ def dask_engine(workers: int | None = None, scheduler: str | None = None, gpus: 
         raise InputError(f"--workers {n}: give at least 1")
     cores = max(1, (os.cpu_count() or 1) // n)
     threads = 1 if one_task_per_worker else cores
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores)}):
+    # Dask's statistical profiler samples every task thread each 10 ms: ~4 % of a mapping task on
+    # 2 cores (benchmarks/scale_bench.py); the dashboard loses its profile pane, nothing else.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores),
+                          "distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
                                dashboard_address=":0" if served else None, silence_logs=logging.ERROR)
     client = Client(cluster)
