@@ -313,7 +313,10 @@ def test_openvino_is_the_cpu_default_and_agrees_with_onnxruntime_on_every_cell(t
             assert np.abs(ov_cells - ort_cells).max() <= 1 and np.ptp(ov_cells[ov_cells != 255]) >= 20
         else:
             assert (ov_cells == ort_cells).mean() >= 0.99
-    monkeypatch.setattr(infer, "has_openvino", lambda: False)  # a machine without it falls back
+    from spurgemap.core import cpu_graphs
+
+    for module in (infer, cpu_graphs):  # a machine without OpenVINO falls back to onnxruntime
+        monkeypatch.setattr(module, "has_openvino", lambda: False)
     bundle = read_bundle(trained["bundle"])
     assert infer.make_predictor(bundle, load_config().predict, 250)[1].startswith("onnxruntime")
     with pytest.raises(InputError, match="openvino package is not installed"):

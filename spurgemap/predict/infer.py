@@ -9,23 +9,20 @@ CUDA: torch with bf16 autocast and channels_last. All paths share the training p
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from spurgemap.config import PredictConfig
+from spurgemap.core.cpu_graphs import CPU_BACKENDS, cpu_runner, default_cpu_backend, has_openvino
 from spurgemap.core.errors import InputError
 from spurgemap.model.bundle import Bundle
 from spurgemap.model.preprocess import d4_numpy
 
 log = logging.getLogger(__name__)
-CPU_BACKENDS = {"openvino": "OpenVINO", "onnx": "onnxruntime"}  # backend -> name in messages
-ORT_CHUNK = 8  # 2 cores: chunks of 8 run as fast as 32 (~80 img/s) with ~600 MB less arena memory
 # (B, H, W, 3) uint8 -> (B, V) probabilities, one column per D4 view (V = 8 with TTA, else 1)
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -45,55 +42,11 @@ def _cuda_wanted(name: str) -> bool:
     return available
 
 
-def _session(onnx: bytes) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle intra-op threads would spin for the next run and starve the reader thread of the cores it
-    # decodes and fills tiles on (end to end 0.82 -> 0.95 x model-only on 2 cores, benchmarks/predict_bench.py).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
-
-
-def _chunked(session: Any, name: str, arr: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(["prob"], {name: arr[i:i + ORT_CHUNK]})[0]
-                           for i in range(0, len(arr), ORT_CHUNK)])
-
-
-def has_openvino() -> bool:
-    return importlib.util.find_spec("openvino") is not None
-
-
-def _openvino(onnx: bytes) -> Callable[[np.ndarray], np.ndarray]:
-    """One compiled model and infer request; predict calls it from one thread."""
-    import openvino as ov  # deferred: only the OpenVINO backend loads it (~0.3 s, ~100 MB)
-
-    core = ov.Core()
-    # f32 stated: on CPUs with bfloat16 units OpenVINO would pick bf16 (2.2x, but 97.7 % class agreement)
-    compiled = core.compile_model(core.read_model(onnx), "CPU",
-                                  {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-
-    def run(arr: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.array(request.infer({0: arr[i:i + ORT_CHUNK]})[0])
-                               for i in range(0, len(arr), ORT_CHUNK)])
-
-    return run
-
-
-def _cpu_runner(backend: str, onnx: bytes, name: str) -> Callable[[np.ndarray], np.ndarray]:
-    if backend == "openvino":
-        return _openvino(onnx)
-    session = _session(onnx)
-    return lambda arr: _chunked(session, name, arr)
-
-
 def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predictor, str]:
     cuda = _cuda_wanted(cfg.device)
-    backend = cfg.backend
+    backend: str = cfg.backend
     if backend == "auto":
-        backend = "torch" if cuda else "openvino" if has_openvino() else "onnx"
+        backend = "torch" if cuda else default_cpu_backend()
     if backend in CPU_BACKENDS and cuda:
         raise InputError(f"--backend {backend} runs on the CPU here; use --backend torch with --device cuda")
     if backend == "openvino" and not has_openvino():
@@ -103,7 +56,7 @@ def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predi
     tta = " with D4 TTA" if cfg.tta else ""
     graph = bundle.onnx
     if backend in CPU_BACKENDS and graph is not None and tile == bundle.meta.tile_size_px:
-        run = _cpu_runner(backend, graph, "tiles")
+        run = cpu_runner(backend, graph, "tiles", "prob")
 
         def predict_graph(batch: np.ndarray) -> np.ndarray:
             return np.stack([run(d4_numpy(batch, k)) for k in syms], axis=1)
@@ -127,7 +80,7 @@ def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
     prep = Prep(meta.input_size, meta.mean, meta.std, torch.device("cpu"),
                 channels_last=False)
     if backend in CPU_BACKENDS:
-        cpu_run = _cpu_runner(backend, classifier_onnx(model.eval(), meta.input_size), "input")
+        cpu_run = cpu_runner(backend, classifier_onnx(model.eval(), meta.input_size), "input", "prob")
         del model
 
         def run(x: torch.Tensor) -> np.ndarray:
