@@ -135,7 +135,6 @@ VARIANTS.update({
     "lib-f2-p2-mil": replace(F2P2, name="lib GSD x2, 2x2 plots, plot-MIL", lib_gsd=True, labels="plot-mil"),
     "lib-f1.5": replace(VARIANTS["f1.5"], name="lib GSD x1.5", lib_gsd=True,
                         note="tile.gsd_m = 1.5 x native, 1-tile plots"),
-    "lib-f2-stride2": replace(F2, name="lib GSD x2 + stride tile/2", lib_gsd=True, stride_div=2),
     "lib-f2-tta": replace(F2, name="lib GSD x2 + TTA", lib_gsd=True, tta=True),
 })
 # the default set runs in ~6-9 min on 2 busy CPU cores (the native-resolution baseline is most of it);
