@@ -267,7 +267,7 @@ def test_a_hub_id_loads_offline_from_the_local_cache(tiny, tiles, tmp_path):
     (cache / "models--spurge--tiny-sd" / "refs").mkdir()
     (cache / "models--spurge--tiny-sd" / "refs" / "main").write_text(snap.name)
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "spurgemap", "augment", "learn-tokens", str(tiles), "--out",
+    cmd = [sys.executable, "-m", "spurgemap.cli", "augment", "learn-tokens", str(tiles), "--out",
            str(tmp_path / "tok"), "--model", "spurge/tiny-sd", "--steps", "2", "--shots", "1"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

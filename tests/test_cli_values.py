@@ -52,7 +52,7 @@ def test_a_bad_value_in_a_config_file_still_names_the_file(tmp_path: Path) -> No
 
 def _cli(*args: object) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "spurgemap", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spurgemap.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=300)
 
 

@@ -133,12 +133,12 @@ def test_accelerate_two_cpu_processes_make_the_single_process_set(tmp_path):
     args = ["augment", "run", str(tiles), "--model", str(tiny), "--num-synthetic", "2", "--steps", "5",
             "--strengths", "1.0", "--token-steps", "1", "--batch-size", "2", "--shots", "1", "--method", "dafusion"]
     env = {**ENV, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    one = subprocess.run([sys.executable, "-m", "spurgemap", *args, "--out", str(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "spurgemap.cli", *args, "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=400)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                           "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
-                          "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "spurgemap",
+                          "--dynamo_backend", "no", "--main_process_port", str(_free_port()), "-m", "spurgemap.cli",
                           *args, "--out", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=400)
     assert two.returncode == 0, two.stderr[-3000:]

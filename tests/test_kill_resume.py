@@ -1,6 +1,6 @@
 """A real SIGKILL mid-run, then the same command again: the result equals an uninterrupted run's.
 
-Each stage runs as `python -m spurgemap ...` in a subprocess. The test waits for the stage's own
+Each stage runs as `python -m spurgemap.cli ...` in a subprocess. The test waits for the stage's own
 checkpoint in OUT/.work (or a finished grid cell for evaluate), kills the process with SIGKILL while
 it is still running and before its outputs exist, re-runs the command, and compares every output
 with a reference run made without interruption.
@@ -31,7 +31,7 @@ TIMING = {"seconds", "tiles_per_second", "hectares_per_hour", "images_per_second
 
 
 def _cmd(*args: object) -> list[str]:
-    return [sys.executable, "-m", "spurgemap", *map(str, args)]
+    return [sys.executable, "-m", "spurgemap.cli", *map(str, args)]
 
 
 def _run(*args: object) -> None:

@@ -275,7 +275,6 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
     import subprocess
     import sys
 
-    from spurgemap.model.bundle import read_bundle
     from spurgemap.predict.infer import make_predictor
 
     bundle = read_bundle(trained["bundle"])

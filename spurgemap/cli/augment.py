@@ -91,7 +91,7 @@ def run(
 ) -> None:
     """Generate synthetic tiles from the real ones (learning class tokens first when needed).
 
-    Several GPUs: `accelerate launch --num_processes N -m spurgemap augment run ...` splits the jobs
+    Several GPUs: `accelerate launch --num_processes N -m spurgemap.cli augment run ...` splits the jobs
     by rank (same images as one process); rank 0 learns the tokens first and writes the manifest.
     """
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
@@ -104,7 +104,7 @@ def run(
             "augment.method": method, "augment.num_synthetic": num_synthetic, "augment.steps": steps,
             "augment.strengths": _floats(strengths), "augment.guidance": guidance, "augment.prompt": prompt,
             "augment.batch_size": batch_size, "augment.inpaint.mask": "layer" if mask_layer else None})
-        ranks = launched_ranks()  # `accelerate launch -m spurgemap augment ...`: jobs split by rank
+        ranks = launched_ranks()  # `accelerate launch -m spurgemap.cli augment ...`: jobs split by rank
         res = run_augment(cfg, AugmentInputs(tiles_dir, out_dir, tokens, mask_layer, None, overwrite,
                                              ranks.rank, ranks.world, ranks.barrier))
         if not ranks.main:
