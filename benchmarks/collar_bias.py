@@ -29,8 +29,8 @@ Fill = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _mean_fill(px: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    out = px.copy()
-    out[~valid] = px[valid].mean(axis=0).round().astype(np.uint8)
+    out = px.copy()  # (3, h, w), channels first as predict's tiles
+    out[:, ~valid] = px[:, valid].mean(axis=1).round().astype(np.uint8)[:, None]
     return out
 
 
@@ -38,11 +38,11 @@ def _nearest(px: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if valid.all():
         return px
     near = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-    return px[near[0], near[1]]
+    return px[:, near[0], near[1]]
 
 
 def _black(px: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return np.where(valid[..., None], px, 0).astype(np.uint8)
+    return np.where(valid[None], px, 0).astype(np.uint8)
 
 
 FILLS: dict[str, Fill] = {"mirror across edge (adopted)": fill_invalid, "nearest valid pixel": _nearest,
@@ -84,7 +84,7 @@ def main() -> None:
                 for c in range(info.width // t):
                     rgb, valid, _ = reader.read(c * t, r * t, t, t)
                     if valid.all():
-                        tiles.append(rgb.transpose(1, 2, 0).copy())
+                        tiles.append(rgb.copy())
                         truth.append(tr[r * t:(r + 1) * t, c * t:(c + 1) * t].any())
     x, y = np.stack(tiles), np.array(truth)
     base = predict(x).mean(axis=1)

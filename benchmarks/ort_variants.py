@@ -49,7 +49,7 @@ def _site_tiles(data: Path, tile: int) -> np.ndarray:
                 for c in range(-(-info.width // tile)):
                     rgb, valid, _ = reader.read(c * tile, r * tile, tile, tile)
                     if valid.mean() >= 0.5:
-                        tiles.append(fill_invalid(rgb.transpose(1, 2, 0).copy(), valid))
+                        tiles.append(fill_invalid(rgb, valid).transpose(1, 2, 0).copy())
     return np.stack(tiles)
 
 

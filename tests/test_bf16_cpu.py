@@ -81,6 +81,6 @@ def test_predict_torch_backend_in_bf16_on_cpu_matches_the_fp32_graph(tmp_path: P
     assert "bf16 (cpu)" in label
     graph, graph_label = make_predictor(bundle, load_config(overrides={"predict.device": "cpu"}).predict, TILE)
     assert "OpenVINO fp32" in graph_label
-    x = _images(12, seed=3)
+    x = np.ascontiguousarray(_images(12, seed=3).transpose(0, 3, 1, 2))  # predict's tiles: channels first
     p16, p32 = np.asarray(bf16(x)).reshape(12, -1)[:, 0], np.asarray(graph(x)).reshape(12, -1)[:, 0]
     assert np.abs(p16 - p32).max() < 0.05 and np.ptp(p32) > 0.2

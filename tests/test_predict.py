@@ -283,7 +283,7 @@ def test_bundle_graph_matches_torch_and_cpu_path_needs_no_torch(trained, tmp_pat
     assert "bundle graph" in label
     cfg.backend = "torch"
     torch_path, _ = make_predictor(bundle, cfg, 250)
-    x = np.random.default_rng(0).integers(0, 255, (6, 250, 250, 3), dtype=np.uint8)
+    x = np.random.default_rng(0).integers(0, 255, (6, 3, 250, 250), dtype=np.uint8)
     np.testing.assert_allclose(graph(x), torch_path(x), atol=1e-4)
     code = ("import sys; from pathlib import Path; from spurgemap.config import load_config; "
             "from spurgemap.predict import PredictInputs, run_predict; "

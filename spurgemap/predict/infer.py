@@ -5,6 +5,7 @@ CPU: the bundle's own ONNX graph (uint8 tiles -> probability, preprocessing incl
 which saves ~0.5 GB of RSS and the export time. Bundles without a graph, or tiles resampled to
 another size, fall back to exporting the classifier at start-up.
 CUDA: torch with bf16 autocast and channels_last. All paths share the training preprocessing.
+Tiles arrive channels-first, (B, 3, H, W), as GDAL reads them fastest (see `channels_first`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from spurgemap.config import PredictConfig
-from spurgemap.core.cpu_graphs import CPU_BACKENDS, cpu_runner, default_cpu_backend, has_openvino
+from spurgemap.core.cpu_graphs import CPU_BACKENDS, channels_first, cpu_runner, default_cpu_backend, has_openvino
 from spurgemap.core.errors import InputError
 from spurgemap.model.bundle import Bundle
 from spurgemap.model.preprocess import d4_numpy
 
 log = logging.getLogger(__name__)
-# (B, H, W, 3) uint8 -> (B, V) probabilities, one column per D4 view (V = 8 with TTA, else 1)
+# (B, 3, H, W) uint8 -> (B, V) probabilities, one column per D4 view (V = 8 with TTA, else 1)
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -56,10 +57,10 @@ def make_predictor(bundle: Bundle, cfg: PredictConfig, tile: int) -> tuple[Predi
     tta = " with D4 TTA" if cfg.tta else ""
     graph = bundle.onnx
     if backend in CPU_BACKENDS and graph is not None and tile == bundle.meta.tile_size_px:
-        run = cpu_runner(backend, graph, "tiles", "prob")
+        run = cpu_runner(backend, channels_first(graph), "tiles", "prob")
 
         def predict_graph(batch: np.ndarray) -> np.ndarray:
-            return np.stack([run(d4_numpy(batch, k)) for k in syms], axis=1)
+            return np.stack([run(d4_numpy(batch, k, axes=(2, 3))) for k in syms], axis=1)
 
         return predict_graph, f"{CPU_BACKENDS[backend]} fp32 (CPU, bundle graph)" + tta
     return _torch_predictor(bundle, backend, cuda, syms, tta, cfg.bf16)
@@ -100,7 +101,7 @@ def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
         label = f"torch {'bf16' if bf16 else 'fp32'} ({device.type})"
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(batch))
         return np.stack([run(prep(d4(x, k))) for k in syms], axis=1)
 
     return predict, label + tta
