@@ -60,6 +60,7 @@ class Variant:
     plot_tiles: int = 2        # plot edge in tiles (the survey unit)
     labels: str = "tile"       # train.labels: tile (plot label on all its tiles) or plot-mil (plot = bag)
     mode: str = "probe"        # train.mode
+    trainable_blocks: int | None = None  # train.trainable_blocks (finetune: only the last N stages learn)
     input_size: int | None = None  # train.input_size (None: backbone's 224)
     epochs: int = 30
     lr: float | None = None
@@ -84,7 +85,8 @@ class Variant:
         gsd = (f"GSD x{self.factor:g} by the library (tile.gsd_m; native frame, tile {self.factor * 250:g} "
                "native px read and resized)" if self.lib_gsd
                else f"GSD x{self.factor:g} (tile {self.factor * 250:g} native px)")
-        return (f"{gsd}, {n}x{n}-tile plots, labels {self.labels}, {self.mode} {self.epochs} epochs"
+        blocks = "" if self.trainable_blocks is None else f" (last {self.trainable_blocks} stages)"
+        return (f"{gsd}, {n}x{n}-tile plots, labels {self.labels}, {self.mode}{blocks} {self.epochs} epochs"
                 + (f" lr {self.lr:g}" if self.lr else "")
                 + f", input {self.input_size or 224} px, stride tile/{self.stride_div}"
                 + (", TTA" if self.tta else "") + f", threshold {self.threshold}"
@@ -94,7 +96,8 @@ class Variant:
         # new fields only add to the key when set, so work folders of earlier runs stay reusable
         return (f"f{self.factor:g}_p{self.plot_tiles}_{self.mode}_i{self.input_size or 224}_e{self.epochs}"
                 + (f"_lr{self.lr:g}" if self.lr else "") + ("_libgsd" if self.lib_gsd else "")
-                + ("" if self.labels == "tile" else f"_{self.labels}"))
+                + ("" if self.labels == "tile" else f"_{self.labels}")
+                + ("" if self.trainable_blocks is None else f"_tb{self.trainable_blocks}"))
 
     def predict_key(self) -> str:
         return f"{self.train_key()}_s{self.stride_div}_tta{int(self.tta)}"
@@ -136,6 +139,9 @@ VARIANTS.update({
     "lib-f1.5": replace(VARIANTS["f1.5"], name="lib GSD x1.5", lib_gsd=True,
                         note="tile.gsd_m = 1.5 x native, 1-tile plots"),
     "lib-f2-tta": replace(F2, name="lib GSD x2 + TTA", lib_gsd=True, tta=True),
+    **{f"lib-f2-ft{n}": replace(F2, name=f"lib GSD x2 + fine-tune last {n} stage(s)", lib_gsd=True, mode="finetune",
+                                trainable_blocks=n, epochs=10, lr=3e-4, note=f"train.trainable_blocks={n}, 10 epochs")
+       for n in (1, 2)},
 })
 # the default set runs in ~6-9 min on 2 busy CPU cores (the native-resolution baseline is most of it);
 # `--variants all` runs every variant (~45 min: fine-tuning and 320-px inputs on CPU)
@@ -169,6 +175,8 @@ def _cfg(v: Variant, args: argparse.Namespace, gsd_m: float | None, **extra: Any
                             "tile.gsd_m": gsd_m, "predict.tta": v.tta, "predict.device": "cpu"}
     if v.lr:
         over["train.lr"] = v.lr
+    if v.trainable_blocks is not None:
+        over["train.trainable_blocks"] = v.trainable_blocks
     over.update(extra)
     return load_config(overrides=over)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from spurgemap.core.errors import InputError
 
@@ -76,6 +76,9 @@ class TrainConfig(_Section):
     weights: str | None = None
     input_size: int | None = Field(None, ge=16)  # None: the backbone's own (224 for lite0)
     mode: Literal["probe", "finetune"] = "probe"
+    # finetune only: train the last N backbone stages and what follows them (null: every layer); with few
+    # labelled plots, fewer trainable weights overfit less
+    trainable_blocks: int | None = Field(None, ge=0)
     epochs: int = Field(30, ge=1, le=1000)
     # batches per epoch drawn with replacement; null: 200 with --shots (the reference), else one pass; 0: one pass
     steps_per_epoch: int | None = Field(None, ge=0)
@@ -96,6 +99,13 @@ class TrainConfig(_Section):
     bf16: bool | None = None  # bfloat16 autocast; null = on CUDA only (true on CPU runs the same path)
     channels_last: bool = True
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("trainable_blocks")
+    @classmethod
+    def _blocks_need_finetune(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("mode") != "finetune":
+            raise ValueError("applies to train.mode finetune only (the probe trains no backbone layer)")
+        return value
 
 
 class TokenConfig(_Section):

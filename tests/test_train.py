@@ -318,3 +318,32 @@ def test_steps_per_epoch_draws_with_replacement_whatever_k(tileset, tiny_weights
     syn, idx, _ = real(engine.Batchable(np.zeros((5, 2, 2, 3), np.uint8), np.zeros(5), np.zeros((0, 2, 2, 3),
                        np.uint8), np.zeros(0)), np.arange(5), 0.5, True, np.random.default_rng([0, 0, 0]), 50)
     assert len(idx) == 50 and len(set(idx.tolist())) == 5 and not syn.any()  # with replacement
+
+
+def test_partial_finetune_trains_only_the_last_stages(tileset, tiny_weights, tmp_path):
+    from safetensors.torch import load_file
+
+    from spurgemap.model.backbones import create_backbone
+    from spurgemap.model.engine import backbone_stages, freeze_early_stages
+
+    backbone, spec = create_backbone("test_efficientnet", tiny_weights)
+    n = len(backbone_stages(backbone))
+    model = SpurgeClassifier(backbone, spec.num_features)
+    assert freeze_early_stages(model, 1) == n
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(k.startswith((f"backbone.blocks.{n - 1}.", "backbone.conv_head", "backbone.bn2",
+                                           "head.")) for k in trainable)
+    assert any(k.startswith(f"backbone.blocks.{n - 1}.") for k in trainable)
+    with pytest.raises(InputError, match=f"has {n} stages"):
+        freeze_early_stages(SpurgeClassifier(*create_backbone("test_efficientnet", tiny_weights)[:1], 8), n + 1)
+
+    cfg = _cfg(tiny_weights, **{"train.trainable_blocks": 1, "train.epochs": 2, "train.val_sites": ["s1"]})
+    run_train(cfg, TrainInputs(tileset, tmp_path / "run"))
+    state, _ = load_bundle(tmp_path / "run" / "model.spurge")
+    start = load_file(tiny_weights)
+    moved = {k for k, v in start.items() if not torch.equal(state[f"backbone.{k}"], v)}
+    # early stages frozen: weights and BatchNorm statistics as loaded; the last stage learned
+    assert moved and all(k.startswith((f"blocks.{n - 1}.", "conv_head", "bn2")) for k in moved)
+    assert any(k.startswith(f"blocks.{n - 1}.") and "running_mean" in k for k in moved)
+    bad = CliRunner().invoke(app, ["train", str(tileset), "--out", str(tmp_path / "r2"), "--trainable-blocks", "1"])
+    assert bad.exit_code == 2 and "mode finetune" in bad.stderr and "Traceback" not in bad.stderr

@@ -140,6 +140,8 @@ def train(
     = None,
     weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone.")] = None,
     mode: Annotated[str | None, typer.Option(help="probe (frozen backbone) or finetune.")] = None,
+    trainable_blocks: Annotated[int | None, typer.Option(
+        help="With --mode finetune: train only the last N backbone stages (default: every layer).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     val_sites: Annotated[str | None, typer.Option(help="Validation sites, comma-separated.")] = None,
     test_sites: Annotated[str | None, typer.Option(help="Test sites, never used for selection.")] = None,
@@ -165,7 +167,8 @@ def train(
     def go() -> None:
         cfg = load_cli_config(config, set_, **{
             "train.backbone": backbone, "train.weights": str(weights) if weights else None,
-            "train.mode": mode, "train.epochs": epochs, "train.val_sites": split_list(val_sites),
+            "train.mode": mode, "train.trainable_blocks": trainable_blocks, "train.epochs": epochs,
+            "train.val_sites": split_list(val_sites),
             "train.test_sites": split_list(test_sites), "train.shots": shots, "seed": seed,
             "train.device": device, "train.folds": folds, "train.group_by": group_by,
             "train.spatial_distance_m": spatial_distance, "train.labels": labels})

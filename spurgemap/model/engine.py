@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from spurgemap.config import TrainConfig
+from spurgemap.core.errors import InputError
 from spurgemap.model.classifier import SpurgeClassifier
 from spurgemap.model.metrics import classification_metrics
 from spurgemap.model.preprocess import Prep, d4, to_tensor
@@ -64,6 +65,46 @@ def freeze_for_probe(model: SpurgeClassifier) -> None:
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     model.backbone.eval()
+
+
+def backbone_stages(backbone: torch.nn.Module) -> list[torch.nn.Module]:
+    """The stages of the feature trunk, first to last: timm's `blocks` (EfficientNet, MobileNet, ...)
+    or torchvision ResNet's layer1-4."""
+    blocks = getattr(backbone, "blocks", None)
+    if isinstance(blocks, torch.nn.Sequential):
+        return list(blocks)
+    layers = [getattr(backbone, f"layer{i}", None) for i in range(1, 5)]
+    if all(isinstance(layer, torch.nn.Module) for layer in layers):
+        return [layer for layer in layers if layer is not None]
+    raise InputError(f"train.trainable_blocks: backbone {type(backbone).__name__} has no stages spurgemap knows "
+                     "(timm `blocks` or ResNet layer1-4); leave trainable_blocks unset to fine-tune every layer")
+
+
+def freeze_early_stages(model: SpurgeClassifier, trainable: int) -> int:
+    """Partial fine-tuning: every backbone weight registered before the last `trainable` stages is
+    frozen (stem and early stages); the later stages, the layers after them and the head learn.
+    Returns the number of stages. Frozen BatchNorms stay in eval mode (see `train_mode`)."""
+    stages = backbone_stages(model.backbone)
+    if trainable > len(stages):
+        raise InputError(f"train.trainable_blocks {trainable}: the backbone has {len(stages)} stages; "
+                         f"use 0-{len(stages)}, or leave it unset to fine-tune every layer")
+    params = list(model.backbone.parameters())  # registration order: stem, stages, the layers after them
+    index = {id(p): i for i, p in enumerate(params)}
+    if trainable:
+        cut = min(index[id(p)] for p in stages[-trainable].parameters())
+    else:  # 0: every stage frozen; the layers after the last one (e.g. EfficientNet's conv_head) learn
+        cut = max(index[id(p)] for p in stages[-1].parameters()) + 1
+    for p in params[:cut]:
+        p.requires_grad_(False)
+    return len(stages)
+
+
+def train_mode(model: SpurgeClassifier) -> None:
+    """Training mode, except BatchNorms whose weights are frozen: they keep their pretrained statistics."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
 
 
 @torch.inference_mode()
@@ -271,7 +312,7 @@ class Trainer:
         live = _live_augment(cfg)
         self.model.head.train()
         if cfg.mode == "finetune":
-            self.model.train()
+            train_mode(self.model)
         losses = []
         for start in range(0, len(idx), cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)

@@ -37,6 +37,7 @@ from spurgemap.model.engine import (
     cacheable,
     epoch_draws,
     extract_features,
+    freeze_early_stages,
     freeze_for_probe,
     plot_bags,
 )
@@ -133,6 +134,8 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             m = m.to(memory_format=torch.channels_last)
         if cfg.mode == "probe":
             freeze_for_probe(m)
+        elif cfg.trainable_blocks is not None:
+            freeze_early_stages(m, cfg.trainable_blocks)
         return m
 
     cross_val = not cfg.val_sites
