@@ -144,7 +144,9 @@ class TileStream:
     def _record_cells(self, r: int, c_lo: int, c_hi: int, valid: np.ndarray) -> np.ndarray:
         g, s = self.grid, self.grid.stride
         n_rows, n_cols = g.per_tile, c_hi - c_lo + g.per_tile
-        share = valid[:n_rows * s, :n_cols * s].reshape(n_rows, s, n_cols, s).mean(axis=(1, 3))
+        # column counts first: integer sums over rows are ~3x cheaper than a float mean over (s, s) blocks
+        cols = valid[:n_rows * s, :n_cols * s].reshape(n_rows, s, n_cols * s).sum(axis=1, dtype=np.int32)
+        share = cols.reshape(n_rows, n_cols, s).sum(axis=2) / (s * s)
         rows, cols = min(n_rows, g.cell_rows - r), min(n_cols, g.cell_cols - c_lo)
         self.cell_valid[r:r + rows, c_lo:c_lo + cols] = share[:rows, :cols]
         return share
