@@ -334,6 +334,11 @@ def test_partial_finetune_trains_only_the_last_stages(tileset, tiny_weights, tmp
     assert trainable and all(k.startswith((f"backbone.blocks.{n - 1}.", "backbone.conv_head", "backbone.bn2",
                                            "head.")) for k in trainable)
     assert any(k.startswith(f"backbone.blocks.{n - 1}.") for k in trainable)
+    resnet, rspec = create_backbone("resnet18", pretrained=False)  # torchvision: stages are layer1-4
+    r_model = SpurgeClassifier(resnet, rspec.num_features)
+    assert freeze_early_stages(r_model, 1) == 4
+    learn = {k for k, p in r_model.named_parameters() if p.requires_grad}
+    assert {k.split(".")[1] if k.startswith("backbone.") else "head" for k in learn} == {"layer4", "head"}
     with pytest.raises(InputError, match=f"has {n} stages"):
         freeze_early_stages(SpurgeClassifier(*create_backbone("test_efficientnet", tiny_weights)[:1], 8), n + 1)
 
