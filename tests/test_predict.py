@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -333,3 +334,34 @@ def test_other_resolution_is_resampled_to_the_training_ground_size(trained, tiny
         assert ds.tags()["tile_size_px"] == str(round(250 / 1.4))  # same ground as a training tile
         assert ds.res[0] == pytest.approx(round(250 / 1.4) * 0.014 * 1.4)
     assert "exported at start-up" in res.backend
+
+
+def test_gdal_cache_holds_the_block_rows_one_strip_touches(trained, tmp_path, monkeypatch, caplog):
+    """A raster wider than tile.gdal_cache_mb can hold would decode every block again for each strip."""
+    import logging
+    import math
+
+    from spurgemap.geo.raster import open_ortho, strip_cache_mb
+    from spurgemap.predict import stage
+
+    wide = replace(open_ortho(trained["ortho"], 250), width=32000, count=4, dtype="uint8", block_shape=(512, 512))
+    assert strip_cache_mb(wide, 250) == math.ceil(2 * 512 * 32256 * 4 / 2**20) + 16  # 142 MB
+    assert strip_cache_mb(replace(wide, block_shape=(256, 256)), 250) == math.ceil(2 * 256 * 32000 * 4 / 2**20) + 16
+    seen: list[int] = []
+    real = stage.TileStream
+
+    def spy(*args, **kwargs):
+        seen.append(args[6])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "TileStream", spy)
+    with rasterio.open(trained["ortho"]) as ds:
+        bh, bw = ds.block_shapes[0]
+        want = math.ceil((math.ceil(250 / bh) + 1) * bh * math.ceil(ds.width / bw) * bw * ds.count / 2**20) + 16
+    assert want > 16
+    with caplog.at_level(logging.INFO, logger="spurgemap.predict.stage"):
+        run_predict(load_config(overrides={"tile.gdal_cache_mb": 16}),
+                    PredictInputs(trained["ortho"], trained["bundle"], tmp_path / "small"))
+    assert seen == [want] and f"GDAL block cache {want} MB" in caplog.text
+    run_predict(load_config(), PredictInputs(trained["ortho"], trained["bundle"], tmp_path / "default"))
+    assert seen == [want, 256]  # a cache that already holds them is left as configured

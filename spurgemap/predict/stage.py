@@ -30,7 +30,7 @@ from spurgemap.core.hashing import background_sha256, file_fingerprint, run_key
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import resumable_workdir
 from spurgemap.geo.maps import read_aoi
-from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho
+from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho, strip_cache_mb
 from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
 from spurgemap.predict.infer import make_predictor
 from spurgemap.predict.outputs import write_maps
@@ -162,7 +162,7 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path]
     batches = 0
     with progress(grid.n_tiles, "mapping") as advance, TileStream(
             OrthoReader(info), grid, cfg.min_valid_fraction, keep, next_tile,
-            cfg.queue_batches * cfg.batch_size, config.tile.gdal_cache_mb, advance) as stream:
+            cfg.queue_batches * cfg.batch_size, _cache_mb(config, info, tile), advance) as stream:
         if state:
             stream.cell_valid[:] = state["cell_valid"]
             stream.preview[:] = state["preview"]
@@ -195,6 +195,16 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path]
     (inputs.out / "config.yaml").write_text(dump_config(config))
     shutil.rmtree(work, ignore_errors=True)
     return PredictResult(inputs.out, files, grid.n_tiles, done, seconds, backend, summary)
+
+
+def _cache_mb(config: SpurgemapConfig, info: OrthoInfo, tile: int) -> int:
+    """tile.gdal_cache_mb, raised (up to a quarter of the RAM) so a wide raster's blocks decode once."""
+    need = min(strip_cache_mb(info, tile), os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**22)
+    if need > config.tile.gdal_cache_mb:
+        log.info("GDAL block cache %d MB for %s (tile.gdal_cache_mb %d holds less than the block rows one strip "
+                 "touches)", need, info.path.name, config.tile.gdal_cache_mb)
+        return need
+    return config.tile.gdal_cache_mb
 
 
 def _positions_before(grid: Grid, nxt: tuple[int, int]) -> int:
