@@ -55,6 +55,7 @@ def test_channels_first_graph_gives_the_same_probabilities_on_planar_tiles() -> 
             assert got.shape == want.shape == (5,) and np.abs(got - want).max() < 1e-5
         views = [nchw(d4_numpy(chw, k, axes=(2, 3))) for k in range(8)]
         assert max(np.abs(v - views[0]).max() for v in views) > 1e-4  # the views differ: order is tested
+    assert channels_first(channels_first(graph)) == channels_first(graph)  # a channels-first graph stays as it is
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="dimensions"):  # an NHWC batch no longer fits the new graph

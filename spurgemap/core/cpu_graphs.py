@@ -38,6 +38,8 @@ def channels_first(graph: bytes) -> bytes:
 
     model = onnx.load_from_string(graph)
     first = model.graph.input[0]
+    if first.type.tensor_type.shape.dim[3].dim_value != 3:  # not (N, H, W, 3): already channels first
+        return graph
     inner = f"{first.name}__nhwc"
     for node in model.graph.node:
         node.input[:] = [inner if name == first.name else name for name in node.input]
