@@ -27,165 +27,33 @@ Prints one JSON line (``"ok": true/false``); exit 0 when every check passes, 1 o
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-REPO = Path(__file__).resolve().parents[2]
-STYLES_PY = REPO / "spurgemap" / "predict" / "styles.py"
-
-Point = tuple[float, float]
-RGBA = tuple[int, int, int, int]
-
-# How close a rendered pixel must be to a style colour (0..255 channels). Rendering is exact for
-# opaque colours; semi-transparent ones lose a little precision through premultiplied alpha.
-RGB_TOL = 12
-ALPHA_TOL = 8
-
-
-def load_styles() -> ModuleType:
-    """Import styles.py by path: the spurgemap package's __init__ needs the venv, this python lacks it."""
-    spec = importlib.util.spec_from_file_location("spurgemap_styles", STYLES_PY)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot import {STYLES_PY}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-class Failed(Exception):
-    """A check failed; the message says which and why."""
-
-
-class Checker:
-    """Collects failures so one run reports all of them, not just the first."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-        self.passed = 0
-
-    def check(self, ok: bool, message: str) -> bool:
-        if ok:
-            self.passed += 1
-        else:
-            self.failures.append(message)
-        return ok
-
-
-# --------------------------------------------------------------------------------------------- QGIS
-
-
-_APP: Any = None
-
-
-def qgis_app() -> Any:
-    """Start QGIS once, headless (QT_QPA_PLATFORM=offscreen, no GUI)."""
-    global _APP
-    if _APP is None:
-        from qgis.core import QgsApplication
-
-        _APP = QgsApplication([], False)
-        _APP.initQgis()
-    return _APP
-
-
-def _rgba(color: Any) -> RGBA:
-    return (color.red(), color.green(), color.blue(), color.alpha())
-
-
-def _close(got: RGBA, want: RGBA) -> bool:
-    if abs(got[3] - want[3]) > ALPHA_TOL:
-        return False
-    if want[3] == 0:
-        return True
-    return all(abs(g - w) <= RGB_TOL for g, w in zip(got[:3], want[:3], strict=True))
-
-
-def render(layer: Any, extent: list[float], cell: float, max_side: int = 4096) -> tuple[Any, Any]:
-    """Draw one layer over a transparent background; returns (QImage, QgsMapToPixel).
-
-    The image is sized so one map cell (``cell`` map units, one tile) spans about 16 pixels, capped
-    at ``max_side``, so a cell centre does not land on a polygon outline.
-    """
-    from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsRectangle
-    from qgis.PyQt.QtCore import QSize, Qt
-    from qgis.PyQt.QtGui import QColor
-
-    xmin, ymin, xmax, ymax = extent
-    width, height = xmax - xmin, ymax - ymin
-    scale = min(16.0 / cell, max_side / max(width, height))
-    size = QSize(max(1, round(width * scale)), max(1, round(height * scale)))
-    settings = QgsMapSettings()
-    settings.setLayers([layer])
-    settings.setDestinationCrs(layer.crs())
-    settings.setOutputSize(size)
-    settings.setExtent(QgsRectangle(xmin, ymin, xmax, ymax))
-    settings.setBackgroundColor(QColor(Qt.transparent))
-    job = QgsMapRendererParallelJob(settings)
-    job.start()
-    job.waitForFinished()
-    errors = [f"{e.layerID}: {e.message}" for e in job.errors()]
-    if errors:
-        raise Failed(f"rendering {layer.name()} failed: {errors}")
-    return job.renderedImage(), settings.mapToPixel()
-
-
-def pixel_at(image: Any, m2p: Any, point: Point) -> RGBA:
-    from qgis.core import QgsPointXY
-
-    p = m2p.transform(QgsPointXY(point[0], point[1]))
-    x, y = math.floor(p.x()), math.floor(p.y())
-    if not (0 <= x < image.width() and 0 <= y < image.height()):
-        raise Failed(f"point {point} falls outside the rendered extent (pixel {x},{y})")
-    return _rgba(image.pixelColor(x, y))
-
-
-def _extent(rect: Any) -> list[float]:
-    return [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
-
-
-def _inside(inner: list[float], outer: list[float], tol: float) -> bool:
-    return (
-        inner[0] >= outer[0] - tol
-        and inner[1] >= outer[1] - tol
-        and inner[2] <= outer[2] + tol
-        and inner[3] <= outer[3] + tol
-    )
-
-
-def _same_crs(crs: Any, authid: str) -> bool:
-    """Same CRS, also when a file's WKT carries no EPSG code (QGIS then gives no authid)."""
-    from qgis.core import QgsCoordinateReferenceSystem
-
-    if crs.authid() == authid:
-        return True
-    return bool(crs.isValid() and crs.toProj() == QgsCoordinateReferenceSystem(authid).toProj())
-
-
-def _labels(layer: Any) -> list[str]:
-    """Legend texts of a layer's renderer (raster: class/ramp labels; vector: legend item labels)."""
-    renderer = layer.renderer()
-    if renderer is None:
-        return []
-    if hasattr(renderer, "legendSymbolItems"):  # vector
-        return [item.label() for item in renderer.legendSymbolItems()]
-    labels = [label for label, _color in renderer.legendSymbologyItems()]
-    shader = getattr(renderer, "shader", lambda: None)()
-    if shader is not None:
-        ramp = shader.rasterShaderFunction()
-        settings = ramp.legendSettings() if hasattr(ramp, "legendSettings") else None
-        if settings is not None:
-            labels += [settings.minimumLabel(), settings.maximumLabel()]
-    return labels
+from qgis_helpers import (  # beside this script: sys.path[0] when run as one
+    Checker,
+    Failed,
+    Point,
+    _close,
+    _extent,
+    _inside,
+    _labels,
+    _outline_rgba,
+    _render_context,
+    _rgba,
+    _same_crs,
+    load_styles,
+    pixel_at,
+    qgis_app,
+    render,
+)
 
 
 def check_maps(maps_dir: Path, name: str, expect: dict[str, Any]) -> dict[str, Any]:
@@ -393,159 +261,32 @@ def check_confidence(c: Checker, path: Path, name: str, nodata: list[Point], ext
             c.check(g[3] == 0, f"confidence: pixel at nodata point {p} is {g}, expected transparent")
 
 
-def _render_context() -> Any:
-    from qgis.core import QgsRenderContext
-
-    return QgsRenderContext()
-
-
-def _outline_rgba(symbol: Any) -> RGBA:
-    layer = symbol.symbolLayer(0)
-    if hasattr(layer, "strokeColor"):
-        return _rgba(layer.strokeColor())
-    return _rgba(symbol.color())
-
-
 # ---------------------------------------------------------------------------------------- self-test
-
-
-def build_sample(maps_dir: Path, name: str, threshold: float = 0.5) -> dict[str, Any]:
-    """Write sample maps shaped like predict's (6 x 5 tiles of 10 m in EPSG:32612); returns EXPECT."""
-    import numpy as np
-    from osgeo import gdal, ogr, osr
-
-    gdal.UseExceptions()
-    ogr.UseExceptions()
-    styles = load_styles()
-    maps_dir.mkdir(parents=True, exist_ok=True)
-    epsg, x0, y0, cell = 32612, 500_000.0, 5_000_000.0, 10.0
-    prob = np.array(
-        [
-            [0, 5, 10, 20, 30, 255],
-            [5, 60, 80, 40, 20, 255],
-            [10, 90, 100, 55, 10, 255],
-            [20, 45, 70, 50, 0, 0],
-            [255, 255, 0, 10, 95, 0],
-        ],
-        dtype=np.uint8,
-    )
-    rows, cols = prob.shape
-    threshold_pct = round(threshold * 100)
-    cls = np.where(prob == 255, 255, (prob >= threshold_pct).astype(np.uint8)).astype(np.uint8)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    geotransform = (x0, cell, 0.0, y0, 0.0, -cell)
-
-    def raster(path: Path, data: Any, colours: bool) -> None:
-        mem = gdal.GetDriverByName("MEM").Create("", cols, rows, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform(geotransform)
-        mem.SetProjection(srs.ExportToWkt())
-        band = mem.GetRasterBand(1)
-        band.WriteArray(data)
-        band.SetNoDataValue(255)
-        if colours:
-            table = gdal.ColorTable()
-            table.SetColorEntry(0, (200, 230, 200, 255))
-            table.SetColorEntry(1, (255, 0, 255, 255))
-            table.SetColorEntry(255, (0, 0, 0, 0))
-            band.SetRasterColorTable(table)
-            band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-            gdal.GetDriverByName("GTiff").CreateCopy(str(path), mem)
-        else:
-            band.SetDescription("leafy spurge probability (%)")
-            gdal.GetDriverByName("COG").CreateCopy(str(path), mem, options=["OVERVIEWS=NONE"])
-
-    raster(maps_dir / f"{name}_prob.tif", prob, colours=False)
-    raster(maps_dir / f"{name}_class.tif", cls, colours=True)
-    t, p = threshold, prob / 100  # confidence as predict writes it: 0 at the threshold, 100 at p = 0 or 1
-    conf = np.rint(np.where(p < t, (t - p) / t, (p - t) / (1 - t)) * 100).clip(0, 100)
-    raster(maps_dir / f"{name}_confidence.tif", np.where(prob == 255, 255, conf).astype(np.uint8), colours=False)
-
-    wgs84 = osr.SpatialReference()
-    wgs84.ImportFromEPSG(4326)
-    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_4326 = osr.CoordinateTransformation(srs, wgs84)
-
-    def box(r: int, col: int) -> Any:
-        xa, ya = x0 + col * cell, y0 - r * cell
-        ring = ogr.Geometry(ogr.wkbLinearRing)
-        for x, y in ((xa, ya), (xa + cell, ya), (xa + cell, ya - cell), (xa, ya - cell), (xa, ya)):
-            ring.AddPoint_2D(x, y)
-        poly = ogr.Geometry(ogr.wkbPolygon)
-        poly.AddGeometry(ring)
-        return poly
-
-    def centre(r: int, col: int) -> list[float]:
-        return [x0 + (col + 0.5) * cell, y0 - (r + 0.5) * cell]
-
-    tiles_ds = ogr.GetDriverByName("GeoJSON").CreateDataSource(str(maps_dir / f"{name}_tiles.geojson"))
-    tiles = tiles_ds.CreateLayer("tiles", wgs84, ogr.wkbPolygon, options=["RFC7946=YES"])
-    for field, kind in (("probability", ogr.OFTReal), ("class", ogr.OFTString), ("row", ogr.OFTInteger)):
-        tiles.CreateField(ogr.FieldDefn(field, kind))
-    tiles.CreateField(ogr.FieldDefn("col", ogr.OFTInteger))
-    present_union = ogr.Geometry(ogr.wkbMultiPolygon)
-    expect: dict[str, Any] = {"epsg": epsg, "present_points": [], "absent_points": [], "nodata_points": []}
-    for r in range(rows):
-        for col in range(cols):
-            value = int(prob[r, col])
-            if value == 255:
-                expect["nodata_points"].append(centre(r, col))
-                continue
-            is_present = value >= threshold_pct
-            expect["present_points" if is_present else "absent_points"].append(centre(r, col))
-            if is_present:
-                present_union.AddGeometry(box(r, col))
-            feature = ogr.Feature(tiles.GetLayerDefn())
-            feature.SetField("probability", value / 100)
-            feature.SetField("class", "present" if is_present else "absent")
-            feature.SetField("row", r)
-            feature.SetField("col", col)
-            geometry = box(r, col)
-            geometry.Transform(to_4326)
-            feature.SetGeometry(geometry)
-            tiles.CreateFeature(feature)
-    tiles_ds = None  # flush
-
-    gpkg = ogr.GetDriverByName("GPKG").CreateDataSource(str(maps_dir / f"{name}_presence.gpkg"))
-    layer = gpkg.CreateLayer("presence", srs, ogr.wkbMultiPolygon)
-    layer.CreateField(ogr.FieldDefn("area_m2", ogr.OFTReal))
-    layer.CreateField(ogr.FieldDefn("area_ha", ogr.OFTReal))
-    dissolved = ogr.ForceToMultiPolygon(present_union.UnionCascaded())
-    feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetField("area_m2", dissolved.GetArea())
-    feature.SetField("area_ha", dissolved.GetArea() / 10_000)
-    feature.SetGeometry(dissolved)
-    layer.CreateFeature(feature)
-    gpkg = None  # flush
-
-    styles.write_styles(maps_dir, name, threshold)
-    extent = [x0, y0 - rows * cell, x0 + cols * cell, y0]
-    expect["extent"] = extent
-    expect["extent_4326"] = list(to_4326.TransformBounds(*extent, 21))
-    return expect
 
 
 def self_test(keep: Path | None) -> dict[str, Any]:
     """Good sample maps must pass; maps with a lost style or a wrong expectation must fail."""
+    from sample_maps import build_sample  # beside this script: sys.path[0] when run as one
+
+    styles = load_styles()
     with tempfile.TemporaryDirectory(prefix="spurgemap-qgis-") as tmp:
         root = keep if keep is not None else Path(tmp)
         name = "sample_ortho"
         good = root / "good"
-        expect = build_sample(good, name)
+        expect = build_sample(good, name, styles)
         (good / "expect.json").write_text(json.dumps(expect, indent=2))
         summary = check_maps(good, name, expect)
 
         # The harness must catch: a missing default style (QGIS would fall back to the file's colour
         # table, still "paletted" but with no labels) and a presence point drawn as absent.
         broken = root / "no_style"
-        build_sample(broken, name)
+        build_sample(broken, name, styles)
         (broken / f"{name}_class.qml").write_text("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'><qgis/>")
         (broken / f"{name}_presence.qml").unlink()
         (broken / f"{name}_presence.qml").write_text("<qgis/>")
         swapped = dict(expect, present_points=expect["absent_points"], absent_points=expect["present_points"])
         no_conf = root / "no_confidence_style"
-        build_sample(no_conf, name)
+        build_sample(no_conf, name, styles)
         (no_conf / f"{name}_confidence.qml").write_text("<qgis/>")  # QGIS falls back to a grey ramp
         caught: list[str] = []
         for label, maps_dir, exp in (("lost styles", broken, expect), ("swapped points", good, swapped),
