@@ -104,14 +104,14 @@ def _child(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> di
     from spurgemap.predict.stream import Grid, TileStream
 
     cfg = load_config(overrides={"predict.backend": backend})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if mode == "e2e":
         from spurgemap.predict import PredictInputs, run_predict
 
         res = run_predict(cfg, PredictInputs(ortho, bundle, work / f"maps_{ortho.parent.parent.parent.name}",
                                              overwrite=True))
         return {"tiles": res.predicted, "seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
-                "loop_seconds": res.seconds}
+                "loop_seconds": res.seconds, "cpu_seconds": time.process_time() - c0}
     with gdal_session(cfg.tile.gdal_cache_mb):
         info = open_ortho(ortho, 250)
         grid = Grid(info.width, info.height, 250, 250)
@@ -139,7 +139,7 @@ def _child(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> di
                 if len(batches) == 30:
                     break
         predict(batches[0])  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n, probs = 0, []
         while n < 5000:  # the same 30 batches again: the model's speed does not depend on the pixels
             for b in batches[1:]:
@@ -147,9 +147,9 @@ def _child(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> di
                 if len(probs) < len(batches) - 1:
                     probs.append(p[:, 0])
                 n += len(b)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         np.save(work / f"probs_{mode}.npy", np.concatenate(probs))
-        return {"tiles": n, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+        return {"tiles": n, "seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "cpu_seconds": cpu}
 
 
 def _run(mode: str, ortho: Path, bundle: Path, work: Path, backend: str) -> dict[str, float]:
@@ -215,6 +215,20 @@ def main() -> None:
               f"; excluding start-up and map writing: "
               f"{np.median([e['tiles'] / e['loop_seconds'] for e in big]) / med['model-only']:.2f}")
     print(f"peak RSS end to end: {rss} MB (flat with size: target)")
+    _cpu_bound(runs, "end to end large" if args.large else "end to end")
+
+
+def _cpu_bound(runs: dict[str, list[dict[str, float]]], e2e: str) -> None:
+    """Where the cores go: when the model alone keeps every core busy, whatever CPU the reader needs
+    is taken from it, and end to end / model-only cannot exceed model CPU / end-to-end CPU per tile."""
+    def per_tile(name: str, key: str) -> float:
+        return float(np.median([r[key] / r["tiles"] for r in runs[name]])) * 1e3
+
+    model, whole = per_tile("model-only", "cpu_seconds"), per_tile(e2e, "cpu_seconds")
+    busy = np.median([r["cpu_seconds"] / r["seconds"] for r in runs["model-only"]])
+    print(f"CPU per tile: model-only {model:.2f} ms ({busy:.2f} cores busy), {e2e} {whole:.2f} ms "
+          f"(reader, batching, start-up and maps: {whole - model:.2f} ms); with the model keeping every core busy, "
+          f"end to end / model-only <= {model / whole:.2f}")
 
 
 if __name__ == "__main__":
