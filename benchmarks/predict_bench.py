@@ -194,12 +194,9 @@ def main() -> None:
             runs[name].append(r)
             print(f"round {k + 1} {name:>16}: {r['tiles']:6d} tiles in {r['seconds']:7.1f} s = {r['rate']:6.1f} "
                   f"tiles/s, peak RSS {r['peak_rss_mb']:6.0f} MB", flush=True)
-    pairs = list(zip(runs["end to end"], runs["model-only"], strict=True))
     med = {name: float(np.median([r["rate"] for r in rs])) for name, rs in runs.items()}
     print(f"\nsmall: {args.small}^2 = {args.small**2 / 1e9:.2f} Gpx; medians of {args.rounds} interleaved rounds")
-    print(f"end to end / model-only = {med['end to end'] / med['model-only']:.2f} (target >= 0.9); "
-          f"per round: {[round(e['rate'] / m['rate'], 2) for e, m in pairs]}; excluding start-up and "
-          f"map writing: {np.median([e['tiles'] / e['loop_seconds'] for e, _ in pairs]) / med['model-only']:.2f}")
+    print(_ratio(runs, "end to end"))
     if args.int8:
         p32, p8 = np.load(args.workdir / "probs_model.npy"), np.load(args.workdir / "probs_int8.npy")
         print(f"int8 / fp32 model-only = {med['model-only int8'] / med['model-only']:.2f} (adopt if >= 1.3); "
@@ -210,21 +207,28 @@ def main() -> None:
         big = runs["end to end large"]
         rss["large"] = max(r["peak_rss_mb"] for r in big)
         print(f"large: {args.large}^2 = {args.large**2 / 1e9:.2f} Gpx: end to end {med['end to end large']:.1f} "
-              f"tiles/s, / model-only = {med['end to end large'] / med['model-only']:.2f} (target >= 0.9); "
-              f"per round: {[round(e['rate'] / m['rate'], 2) for e, m in zip(big, runs['model-only'], strict=True)]}"
-              f"; excluding start-up and map writing: "
-              f"{np.median([e['tiles'] / e['loop_seconds'] for e in big]) / med['model-only']:.2f}")
+              f"tiles/s, {_ratio(runs, 'end to end large')}")
     print(f"peak RSS end to end: {rss} MB (flat with size: target)")
     _cpu_bound(runs, "end to end large" if args.large else "end to end")
+
+
+def _ratio(runs: dict[str, list[dict[str, float]]], e2e: str) -> str:
+    """End to end against model-only: medians, each round's ratio, and the mapping loop alone."""
+    model = float(np.median([r["rate"] for r in runs["model-only"]]))
+    ends = runs[e2e]
+    rounds = [round(e["rate"] / m["rate"], 2) for e, m in zip(ends, runs["model-only"], strict=True)]
+    loop = float(np.median([e["tiles"] / e["loop_seconds"] for e in ends])) / model
+    return (f"end to end / model-only = {np.median([e['rate'] for e in ends]) / model:.2f} (target >= 0.9); "
+            f"per round: {rounds}; excluding start-up and map writing: {loop:.2f}")
 
 
 def _cpu_bound(runs: dict[str, list[dict[str, float]]], e2e: str) -> None:
     """Where the cores go: when the model alone keeps every core busy, whatever CPU the reader needs
     is taken from it, and end to end / model-only cannot exceed model CPU / end-to-end CPU per tile."""
-    def per_tile(name: str, key: str) -> float:
-        return float(np.median([r[key] / r["tiles"] for r in runs[name]])) * 1e3
+    def per_tile(name: str) -> float:
+        return float(np.median([r["cpu_seconds"] / r["tiles"] for r in runs[name]])) * 1e3
 
-    model, whole = per_tile("model-only", "cpu_seconds"), per_tile(e2e, "cpu_seconds")
+    model, whole = per_tile("model-only"), per_tile(e2e)
     busy = np.median([r["cpu_seconds"] / r["seconds"] for r in runs["model-only"]])
     print(f"CPU per tile: model-only {model:.2f} ms ({busy:.2f} cores busy), {e2e} {whole:.2f} ms "
           f"(reader, batching, start-up and maps: {whole - model:.2f} ms); with the model keeping every core busy, "

@@ -187,16 +187,15 @@ class Generator:
         """Per job, what the manifest must say about it: an inpaint job whose mask is empty edits the whole tile."""
         if not any(s.method == "inpaint" for s in jobs[0].steps):
             return [""] * len(jobs)
-        return [EMPTY_MASK_NOTE if e else "" for e in self._empty(tiles, masks)]
+        return [EMPTY_MASK_NOTE if e else "" for e in _empty(self._mask_array(tiles, masks))]
 
-    def _empty(self, tiles: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
-        m = masks if masks is not None else vegetation_mask(tiles, self.cfg.inpaint.exg_threshold)
-        return np.asarray(~m.reshape(len(m), -1).any(axis=1))
+    def _mask_array(self, tiles: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+        return masks if masks is not None else vegetation_mask(tiles, self.cfg.inpaint.exg_threshold)
 
     def _masks(self, tiles: np.ndarray, masks: np.ndarray | None) -> torch.Tensor:
         c = self.cfg.inpaint
-        m = masks if masks is not None else vegetation_mask(tiles, c.exg_threshold)
-        empty = self._empty(tiles, masks)
+        m = self._mask_array(tiles, masks)
+        empty = _empty(m)
         if empty.any():  # an empty mask would return the source unchanged: edit the whole tile instead
             log.warning("inpaint: %d of %d tiles have an empty %s mask; those tiles are edited whole "
                         "(noted in manifest.csv)",
@@ -236,3 +235,8 @@ class Generator:
         latents = latents + self.cfg.perturb_delta * noise.to(dtype)
         return pipe(prompt=prompts, negative_prompt=neg, latents=latents, guidance_scale=g,
                     num_inference_steps=self.cfg.steps, output_type="np").images
+
+
+def _empty(masks: np.ndarray) -> np.ndarray:
+    """Per tile: its edit mask selects no pixel."""
+    return np.asarray(~masks.reshape(len(masks), -1).any(axis=1))

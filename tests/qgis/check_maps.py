@@ -35,9 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-from qgis_helpers import (  # beside this script: sys.path[0] when run as one
+from qgis_helpers import (  # beside this script: sys.path[0] when run as one; sets QT_QPA_PLATFORM
     Checker,
     Failed,
     Point,
