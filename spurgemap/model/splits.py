@@ -58,9 +58,15 @@ def stratified_group_folds(groups: np.ndarray, labels: np.ndarray, pool: list[st
                      f"group(s) have present tiles, {with_absent} absent ones; {FIX}")
 
 
+# folds=0 with more sites than this: that many stratified grouped folds, not one per site (leave-one-
+# site-out over 120 sites trains 121 models for a figure that 10 folds estimate as well)
+MAX_AUTO_FOLDS = 10
+
+
 def make_splits(groups: np.ndarray, labels: np.ndarray, val_groups: list[str], test_groups: list[str],
                 folds: int = 0, seed: int = 0) -> list[Split]:
-    """Explicit validation groups, else leave-one-group-out (folds=0) or stratified grouped k-fold.
+    """Explicit validation groups, else leave-one-group-out (folds=0, up to MAX_AUTO_FOLDS groups) or
+    stratified grouped k-fold.
 
     Leave-one-group-out needs both classes in every group; when some group holds one class only,
     folds=0 falls back to as many stratified grouped folds as the classes allow.
@@ -84,8 +90,8 @@ def make_splits(groups: np.ndarray, labels: np.ndarray, val_groups: list[str], t
             raise InputError(f"only {len(pool)} site(s) left for training and validation; "
                              "cross-validation by site needs at least 2")
         chunks = [[p] for p in pool]
-        if folds > 0 or not _both_classes(labels, groups, chunks):
-            chunks = stratified_group_folds(groups, labels, pool, folds or len(pool), seed)
+        if folds > 0 or len(pool) > MAX_AUTO_FOLDS or not _both_classes(labels, groups, chunks):
+            chunks = stratified_group_folds(groups, labels, pool, folds or min(len(pool), MAX_AUTO_FOLDS), seed)
         splits = []
         for chunk in chunks:
             val = np.flatnonzero(np.isin(groups, chunk))
