@@ -33,7 +33,6 @@ from spurgemap.model.classifier import SpurgeClassifier, save_bundle
 from spurgemap.model.engine import (
     Batchable,
     Trainer,
-    bag_max,
     cacheable,
     epoch_draws,
     extract_features,
@@ -41,15 +40,16 @@ from spurgemap.model.engine import (
     freeze_for_probe,
     plot_bags,
 )
-from spurgemap.model.metrics import choose_threshold, classification_metrics
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
 from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_groups
 from spurgemap.tile.tileset import TileSet, load_tile_set
 from spurgemap.train.features import onnx_features
+from spurgemap.train.operating import final_metrics
 from spurgemap.train.report import write_pictures
 
 log = logging.getLogger(__name__)
+CHECKPOINT_SECONDS = 10.0
 
 
 @dataclass
@@ -164,6 +164,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}
         best_states: dict[int, dict[str, torch.Tensor]] = {}
         final_model: SpurgeClassifier | None = None
+        saved_at = -float("inf")
         for phase in range(phases):
             is_final = phase == len(splits)
             split = splits[phase] if not is_final else None
@@ -192,8 +193,12 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
                     oof[f"{phase}:{epoch}"] = res.val_probs.tolist() if res.val_probs is not None else []
                     if best == epoch and not cross_val:
                         best_states[phase] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                _save_ckpt(work, {"phase": phase, "epoch": epoch, "state": trainer.state(),
-                                  "history": history, "oof": oof, "best": best_states.get(phase)})
+                # at most every CHECKPOINT_SECONDS (and at a phase's end): a checkpoint holds the whole
+                # model, and leave-one-site-out over 100+ sites runs thousands of fast probe epochs
+                if time.monotonic() - saved_at >= CHECKPOINT_SECONDS or epoch == epochs - 1:
+                    _save_ckpt(work, {"phase": phase, "epoch": epoch, "state": trainer.state(),
+                                      "history": history, "oof": oof, "best": best_states.get(phase)})
+                    saved_at = time.monotonic()
             advance(max(0, cfg.epochs - epochs) * (epoch_draws(cfg) or len(train_idx)))  # final fit: fewer epochs
             if not cross_val:
                 model.load_state_dict(best_states[phase])
@@ -201,7 +206,8 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             elif is_final:
                 final_model = model
         assert final_model is not None
-    metrics = _final_metrics(tiles, splits, history, oof, final_model, trainer, cross_val, bags)
+    metrics = final_metrics(cfg, tiles, splits, history, oof, final_model, trainer, cross_val, bags,
+                            _best_epoch(history))
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
 
 
@@ -324,46 +330,6 @@ def _best_epoch(history: list[list[dict[str, Any]]]) -> int:
     return int(np.argmax(scores))
 
 
-def _final_metrics(tiles: TileSet, splits: list[Split], history: list[list[dict[str, Any]]],
-                   oof: dict[str, list[float]], model: SpurgeClassifier, trainer: Trainer,
-                   cross_val: bool, bags: np.ndarray | None) -> dict[str, Any]:
-    """Pooled out-of-fold metrics (per-fold ones may be undefined for a one-class fold); under
-    plot-mil labels at the plot level, a plot's probability being its likeliest tile's."""
-    best = _best_epoch(history)
-    val_idx = np.concatenate([s.val for s in splits])
-    probs = np.concatenate([np.asarray(oof[f"{i}:{best}"]) for i in range(len(splits))])
-    y, p, first = (tiles.labels[val_idx], probs, val_idx) if bags is None else \
-        bag_max(bags, val_idx, tiles.labels, probs)
-    threshold = choose_threshold(y, p)
-    val = classification_metrics(y, p, threshold, tiles.groups[first])
-    out: dict[str, Any] = {
-        "balanced_accuracy": val["balanced_accuracy"], "threshold": threshold,
-        "validation": val, "selection": "cross-validation by site" if cross_val else "validation sites",
-        "labels": "plot-mil (metrics per plot)" if bags is not None else "tile",
-        "best_epoch": best, "folds": [s.name for s in splits], "history": history,
-        "present_plot_tiles_scored_absent": _scored_absent(tiles, val_idx, probs, threshold),
-        "_val_idx": val_idx, "_val_probs": probs,
-    }
-    test = splits[0].test
-    if len(test):
-        trainer.model = model
-        tprobs = trainer.predict(test)
-        ty, tp, tfirst = (tiles.labels[test], tprobs, test) if bags is None else \
-            bag_max(bags, test, tiles.labels, tprobs)
-        out["test"] = classification_metrics(ty, tp, threshold, tiles.groups[tfirst])
-    return out
-
-
-def _scored_absent(tiles: TileSet, idx: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Validation tiles of present plots (survey label, not verified) that the model scores absent:
-    on real surveys many tiles of a present plot hold almost no weed."""
-    m = tiles.labels[idx] == 1
-    if tiles.verified is not None:
-        m &= ~tiles.verified[idx]
-    n, absent = int(m.sum()), int((probs[m] < threshold).sum())
-    return {"tiles": absent, "of": n, "share": round(absent / n, 4) if n else None}
-
-
 def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet, spec: Any, input_size: int,
                    model: SpurgeClassifier, metrics: dict[str, Any], start: float,
                    resumed: bool, work: Path) -> TrainResult:
@@ -374,9 +340,12 @@ def _write_outputs(config: SpurgemapConfig, inputs: TrainInputs, tiles: TileSet,
         input_size=input_size, mean=spec.mean, std=spec.std,
         class_names=config.labels.names(), tile_size_px=tiles.tile_px, gsd_m=tiles.gsd_m,
         source_gsd_m=tiles.source_gsd_m, species=config.labels.species,
-        threshold=metrics["threshold"], mode=cfg.mode, training_config=config.model_dump(mode="json"),
+        threshold=metrics["threshold"], tile_threshold=metrics["tile_threshold"],
+        calibration=metrics["calibration"], context=metrics["context"],
+        operating_point=metrics["operating_point"], mode=cfg.mode, training_config=config.model_dump(mode="json"),
         tile_set=str(tiles.root), tile_set_hash=tiles.digest,
-        metrics={k: metrics[k] for k in ("balanced_accuracy", "threshold", "best_epoch", "selection")},
+        metrics={k: metrics[k] for k in ("balanced_accuracy", "threshold", "best_epoch", "selection",
+                                         "threshold_labels")} | {"ece": metrics["reliability"]["ece"]},
     )
     bundle = out / "model.spurge"
     graph = tile_onnx(model.cpu().eval(), tiles.tile_px, input_size, list(spec.mean), list(spec.std))
