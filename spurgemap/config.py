@@ -6,6 +6,7 @@ result can always be traced back to the exact settings that produced it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +100,18 @@ class TrainConfig(_Section):
     bf16: bool | None = None  # bfloat16 autocast; null = on CUDA only (true on CPU runs the same path)
     channels_last: bool = True
     threads: int | None = Field(None, ge=1)
+    # issue 22: what the map's probability and threshold are fitted on (model/calibration.py)
+    threshold_labels: Literal["trusted", "tile"] = "trusted"  # trusted: absent tiles + present plots' top tile
+    operating_point: str = "balanced"  # balanced | recall=R | precision=P (on the trusted labels)
+    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    context: bool = True  # mix each cell's logit with its neighbours' (weight fitted out of fold)
+
+    @field_validator("operating_point")
+    @classmethod
+    def _operating_point(cls, value: str) -> str:
+        if not re.match(r"^(balanced|(recall|precision)=(0?\.\d+|1(\.0*)?))$", value.strip()):
+            raise ValueError("must be balanced, recall=R or precision=P with R, P in (0, 1], e.g. recall=0.9")
+        return value.strip()
 
     @field_validator("trainable_blocks")
     @classmethod

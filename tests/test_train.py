@@ -232,6 +232,11 @@ def test_every_on_the_fly_augmentation_runs(tileset, tiny_weights, tmp_path):
     prep = Prep(meta.input_size, meta.mean, meta.std, torch.device("cpu"), channels_last=False)
     with torch.inference_mode():
         probs = torch.sigmoid(model(prep(to_tensor(ts.images[val])))).numpy()
+    # the threshold is in the map's probability: the bundle's context step and calibration first
+    from spurgemap.train.operating import map_probabilities
+
+    probs = map_probabilities(ts, np.flatnonzero(val), probs, {"context": meta.context,
+                                                               "calibration": meta.calibration})
     expect = balanced_accuracy_score(ts.labels[val], (probs >= meta.threshold).astype(int))
     assert res.balanced_accuracy == pytest.approx(expect, abs=1e-9)
     assert res.metrics["validation"]["n"] == int(val.sum()) == 10

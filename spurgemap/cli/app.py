@@ -156,6 +156,7 @@ def train(
     labels: Annotated[str | None, typer.Option(help="tile, or plot-mil: a present plot has >= 1 present tile.")]
     = None,
     feature_cache: Annotated[Path | None, typer.Option(help="Folder reusing backbone features across runs.")] = None,
+    operating_point: Annotated[str | None, typer.Option(help="balanced, recall=R or precision=P.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -171,12 +172,16 @@ def train(
             "train.val_sites": split_list(val_sites),
             "train.test_sites": split_list(test_sites), "train.shots": shots, "seed": seed,
             "train.device": device, "train.folds": folds, "train.group_by": group_by,
-            "train.spatial_distance_m": spatial_distance, "train.labels": labels})
+            "train.spatial_distance_m": spatial_distance, "train.labels": labels,
+            "train.operating_point": operating_point})
         res = run_train(cfg, TrainInputs(tiles_dir, out_dir, list(synthetic or []), overwrite, feature_cache))
         m = res.metrics
         out.print(f"validation ({m['selection']}): balanced accuracy {m['balanced_accuracy']:.3f}, "
                   f"ROC-AUC {m['validation']['roc_auc'] or float('nan'):.3f}, threshold {m['threshold']:.3f}, "
-                  f"best epoch {m['best_epoch']}")
+                  f"best epoch {m['best_epoch']}; operating point {m['operating_point']} "
+                  f"({m['operating_point_result']}), "
+                  f"calibration {m['calibration']['method']} (ECE {m['reliability']['ece']:.3f}, cross-fitted), "
+                  f"context weight {m['context']['lambda']:g}")
         if "test" in m:
             out.print(f"test sites: balanced accuracy {m['test']['balanced_accuracy']:.3f}")
         sa = m["present_plot_tiles_scored_absent"]

@@ -46,7 +46,12 @@ class BundleMeta(BaseModel):
     gsd_m: float
     source_gsd_m: float | None = None  # the imagery's own GSD when tiles were resampled to gsd_m (`tile --gsd`)
     species: str = "leafy spurge"  # what the present class is: map texts, Deepness class names
-    threshold: float
+    threshold: float  # in the map's probability (after context and calibration)
+    # issue 22 (model/calibration.py); absent in older bundles: no context, no calibration
+    tile_threshold: float | None = None  # the same threshold in one tile's raw probability (per-tile clients)
+    calibration: dict[str, Any] = {}  # {"method": none|platt|isotonic, "a", "b", "x", "y"}
+    context: dict[str, Any] = {}  # {"lambda": weight of the neighbours' mean logit, ...}
+    operating_point: str = "balanced"
     mode: str = "probe"
     training_config: dict[str, Any] = {}
     tile_set: str = ""

@@ -1,4 +1,4 @@
-"""Metrics that survive class imbalance, and the validation-chosen decision threshold."""
+"""Metrics that survive class imbalance (the threshold is chosen in model/calibration.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,6 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 CLASS_NAMES = ["absent", "present"]
-
-
-def choose_threshold(y: np.ndarray, prob: np.ndarray) -> float:
-    """The threshold with the best balanced accuracy on validation (ties: closest to 0.5)."""
-    if len(set(y.tolist())) < 2:
-        return 0.5
-    cands = np.unique(np.concatenate([[0.5], (np.sort(prob)[1:] + np.sort(prob)[:-1]) / 2]))
-    scores = [(balanced_accuracy_score(y, prob >= t), -abs(t - 0.5), t) for t in cands]
-    return float(max(scores)[2])
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, threshold: float,

@@ -45,11 +45,27 @@ def deepness_metadata(meta: BundleMeta, bundle_sha256: str) -> dict[str, Any]:
         "spurgemap_version": __version__,
         "backbone": meta.backbone,
         "input_size": meta.input_size,
-        "threshold": meta.threshold,
+        "threshold": _tile_threshold(meta),
+        "map_threshold": meta.threshold,
+        "map_postprocessing": _postprocessing(meta),
         "gsd_m": meta.gsd_m,
         "bundle_class_names": list(meta.class_names),
         "bundle_sha256": bundle_sha256,
     }
+
+
+def _tile_threshold(meta: BundleMeta) -> float:
+    """The per-tile model's threshold: the bundle's map threshold taken back through its calibration."""
+    return meta.tile_threshold if meta.tile_threshold is not None else meta.threshold
+
+
+def _postprocessing(meta: BundleMeta) -> str:
+    lam = float(meta.context.get("lambda", 0.0))
+    if not lam and meta.calibration.get("method", "none") == "none":
+        return "none: the map is this model's per-tile output"
+    return (f"`spurgemap predict` adds on top of this per-tile model: each cell's logit mixed with its 8 neighbours' "
+            f"mean (weight {lam:g}), then {meta.calibration.get('method', 'none')} calibration, then the threshold "
+            f"{meta.threshold:.4f}; this export classifies each tile alone at the equivalent threshold")
 
 
 def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
@@ -63,9 +79,10 @@ def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict
     opened = read_bundle(bundle)
     model, meta = model_from_bundle(opened)
     tile = meta.tile_size_px
-    if not 0.0 < meta.threshold < 1.0:
-        raise InputError(f"{bundle}: threshold {meta.threshold} must lie strictly between 0 and 1; retrain the model")
-    wrapper = DeepnessWrapper(model, tile, meta.input_size, list(meta.mean), list(meta.std), meta.threshold)
+    threshold = _tile_threshold(meta)
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"{bundle}: threshold {threshold} must lie strictly between 0 and 1; retrain the model")
+    wrapper = DeepnessWrapper(model, tile, meta.input_size, list(meta.mean), list(meta.std), threshold)
     proto = onnx.load_from_string(onnx_bytes(wrapper, torch.zeros(2, 3, tile, tile), "output", opset))
     # Deepness reads the channel count from the declared output shape, GeoDeep the tile size from the
     # input's: both must be numbers, not symbols. Batch stays dynamic (Deepness then lets users pick it).

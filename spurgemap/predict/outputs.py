@@ -19,6 +19,7 @@ from spurgemap.geo.maps import cell_boxes, polygons_of, write_cog, write_geojson
 from spurgemap.geo.raster import OrthoInfo
 from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import BundleMeta
+from spurgemap.model.calibration import map_probability
 from spurgemap.predict.confidence import confidence, tta_spread
 from spurgemap.predict.stream import Grid
 from spurgemap.predict.styles import DEFAULT_SPECIES, legends, write_styles
@@ -45,13 +46,16 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     if aoi is not None:
         has = has & _cells_in(aoi, transform, has.shape)
     # rounded once, so the GeoJSON's probability and class and the rasters always agree
-    prob = np.where(has, np.round(sums / np.maximum(counts, 1), 4), np.nan)
+    # the bundle's context step and calibration (model/calibration.py), then rounded once
+    prob = np.round(map_probability(sums / np.maximum(counts, 1), has, meta.calibration, meta.context), 4)
     pct = np.where(has, np.rint(np.nan_to_num(prob) * 100), NODATA).astype(np.uint8)
     cls = np.where(has, (np.nan_to_num(prob) >= threshold).astype(np.uint8), NODATA).astype(np.uint8)
     tags = {"spurgemap_version": __version__, "bundle_sha256": prov["bundle_sha256"],
             "threshold": f"{threshold:.6f}", "tile_size_px": str(grid.tile), "stride_px": str(grid.stride),
             "source": str(info.path), "source_sha256": prov["source_sha256"], "created": prov["created"],
-            "model_backbone": meta.backbone, "units": f"percent probability of {species}", "species": species}
+            "model_backbone": meta.backbone, "units": f"percent probability of {species}", "species": species,
+            "context_lambda": f"{float(meta.context.get('lambda', 0.0)):g}",
+            "calibration": str(meta.calibration.get("method", "none")), "operating_point": meta.operating_point}
     files = {
         "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
         "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
@@ -86,7 +90,10 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     hours = prov["seconds"] / 3600
     summary: dict[str, Any] = {
         "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": prov["model"],
-        "threshold": threshold, "backend": prov["backend"], "tile_size_px": grid.tile, "stride_px": grid.stride,
+        "threshold": threshold, "operating_point": meta.operating_point,
+        "context_lambda": float(meta.context.get("lambda", 0.0)),
+        "calibration": str(meta.calibration.get("method", "none")), "backend": prov["backend"],
+        "tile_size_px": grid.tile, "stride_px": grid.stride,
         "cells": int(has.sum()), "present_cells": int((cls == 1).sum()), "tiles_predicted": prov["tiles_predicted"],
         "species": species, "mapped_area_ha": round(valid_m2 / 1e4, 4),
         "present_area_ha": round(spurge_m2 / 1e4, 4),

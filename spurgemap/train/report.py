@@ -19,6 +19,24 @@ def write_pictures(out: Path, tiles: TileSet, metrics: dict[str, Any]) -> None:
     _confusion(out / "confusion_matrix.png", metrics["validation"]["confusion_matrix"])
     _tile_grid(out / "tiles_right_wrong.png", tiles, metrics["_val_idx"], metrics["_val_probs"],
                metrics["threshold"])
+    _reliability(out / "reliability.png", metrics["reliability"], metrics["calibration"]["method"])
+
+
+def _reliability(path: Path, rel: dict[str, Any], method: str) -> None:
+    """Reliability diagram of the map's probabilities on the trusted labels, cross-fitted by fold."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    bins = rel["bins"]
+    ax.plot([0, 1], [0, 1], color="0.6", ls=":", label="perfectly calibrated")
+    ax.plot([b["mean_probability"] for b in bins], [b["rate"] for b in bins], "o-", label=f"{method} (out of fold)")
+    for b in bins:
+        ax.annotate(str(b["n"]), (b["mean_probability"], b["rate"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="share present (trusted labels)",
+           title=f"reliability: ECE {rel['ece']:.3f} over {rel['n']} items")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _curves(path: Path, history: list[list[dict[str, Any]]], best: int, names: list[str]) -> None:
