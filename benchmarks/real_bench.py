@@ -177,7 +177,7 @@ def _cfg(v: Variant, args: argparse.Namespace, gsd_m: float | None, **extra: Any
         over["train.lr"] = v.lr
     if v.trainable_blocks is not None:
         over["train.trainable_blocks"] = v.trainable_blocks
-    over.update(extra)
+    over.update({k: __import__("yaml").safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)} | extra)
     return load_config(overrides=over)
 
 
@@ -346,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete the work folder first (no reuse of runs)")
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE config override of every run (own --out)")
     args = p.parse_args(argv)
     if args.list:
         for k, v in VARIANTS.items():

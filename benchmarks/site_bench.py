@@ -67,6 +67,8 @@ VARIANTS: dict[str, Variant] = {
     "recall0.9": Variant("operating point recall=0.9", {"train.operating_point": "recall=0.9"}),
     "precision0.9": Variant("operating point precision=0.9", {"train.operating_point": "precision=0.9"}),
     "isotonic": Variant("isotonic calibration", {"train.calibration": "isotonic"}),
+    "blocks": Variant("folds by spatial blocks of sites", {"train.group_column": "block"},
+                      note="cross-validation over blocks of 2 x 5 neighbouring sites, not single sites"),
     "lite2": Variant("EfficientNet-Lite2 backbone", {"train.backbone": "tf_efficientnet_lite2"}),
 }
 DEFAULT_VARIANTS = "tile-threshold,defaults,no-context,tile-labels-thr"
@@ -203,6 +205,45 @@ def score(sites: list[sd.Site], maps: dict[str, tuple[np.ndarray, np.ndarray]], 
             "present_cells": int(cat[0].sum())}
 
 
+def picture(path: Path, sites: list[sd.Site], maps: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
+            n: int = 12) -> None:
+    """Held-out maps over the imagery: present cells shaded by probability, called cells outlined in
+    magenta, the weed truth outlined in yellow (potato outlines, the hard negatives, in cyan)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pick = sorted(sites, key=lambda s: -s.weed.mean())[:n]
+    cols = 4
+    fig, axes = plt.subplots((len(pick) + cols - 1) // cols, cols, figsize=(cols * 3.2, 3.4 * ((len(pick) + 3) // 4)))
+    for ax, s in zip(np.ravel(axes), pick, strict=False):
+        prob, cls = maps[s.sid]
+        h, w = s.weed.shape
+        ax.imshow(s.rgb)
+        ok = prob != 255
+        p = np.where(ok, prob / 100.0, np.nan)
+        extent = (0, prob.shape[1] * CELL_PX, prob.shape[0] * CELL_PX, 0)
+        ax.imshow(np.ma.masked_invalid(p), cmap="magma", alpha=0.35, vmin=0, vmax=1, extent=extent)
+        called = np.where(ok, cls == 1, False).astype(float)
+        ax.contour(np.kron(called, np.ones((CELL_PX, CELL_PX)))[:h, :w], levels=[0.5], colors="magenta",
+                   linewidths=1.5)
+        ax.contour(s.weed.astype(float), levels=[0.5], colors="yellow", linewidths=0.8)
+        if s.other is not None and s.other.any():
+            ax.contour(s.other.astype(float), levels=[0.5], colors="cyan", linewidths=0.4)
+        ax.set_title(f"{s.sid} (weed {100 * s.weed.mean():.1f} %)", fontsize=8)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(pick):]:
+        ax.axis("off")
+    fig.suptitle(f"{title}: held-out maps (shade: probability; magenta: called present; yellow: weed truth; "
+                 "cyan: potato)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def exg_threshold(train: list[sd.Site], args: argparse.Namespace) -> float:
     """ExG threshold maximising balanced accuracy on the training sites' cells."""
     from sklearn.metrics import roc_curve
@@ -275,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                     "train_metrics": {k: meta.get(k) for k in ("calibration", "context", "operating_point")},
                     "seconds": time.perf_counter() - t0, "timing": {**timing, "predict": t_pred}})
         results.append(res)
+        picture(args.out / f"maps-{name}-p{args.plot_cells}.png", test, maps, v.name)
         print(f"[{name}] BA {fmt(res, 'balanced_accuracy')} P {fmt(res, 'precision')} R {fmt(res, 'recall')} "
               f"AUC {fmt(res, 'roc_auc')} ECE {fmt(res, 'ece')}", flush=True)
     text = table(results)

@@ -89,7 +89,8 @@ def write_site(site: Site, path: Path, transform: Any) -> None:
 def plots_of(site: Site, transform: Any, cell_px: int, plot_cells: int, present_fraction: float,
              ) -> list[dict[str, Any]]:
     """Square plots of plot_cells x plot_cells map cells over the image's full cells (a partial last
-    row/column is not surveyed); present when the weed covers >= present_fraction of the plot."""
+    row/column is not surveyed); present when the weed covers >= present_fraction of the plot.
+    `block`: a spatial block of sites (2 layout rows x 5 columns), for blocked cross-validation."""
     from shapely import box
 
     edge = cell_px * plot_cells
@@ -102,7 +103,7 @@ def plots_of(site: Site, transform: Any, cell_px: int, plot_cells: int, present_
             x1, y1 = transform * ((c + 1) * edge, (r + 1) * edge)
             out.append({"site_id": site.sid, "plot_id": f"p{r}{c}", "presence": "present"
                         if cov >= present_fraction else "absent", "cover": round(cov, 4),
-                        "geometry": box(x0, y1, x1, y0)})
+                        "block": f"b{site.row // 2}-{site.col // 5}", "geometry": box(x0, y1, x1, y0)})
     return out
 
 
