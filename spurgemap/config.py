@@ -90,7 +90,9 @@ class TrainConfig(_Section):
     test_sites: list[str] = []
     group_column: str = "site_id"  # or a cluster column of the tile index
     folds: int = Field(0, ge=0)  # 0: leave-one-group-out when no val_sites are given
-    group_by: Literal["site", "spatial"] = "site"  # spatial: groups closer than spatial_distance_m merge
+    # spatial: groups closer than spatial_distance_m merge; blocks: above 10 groups, cross-validation folds
+    # are compact spatial blocks of ~10 groups (k-means of their centres), else as site
+    group_by: Literal["site", "spatial", "blocks"] = "blocks"
     spatial_distance_m: float = Field(50.0, ge=0.0)
     labels: Literal["tile", "plot-mil"] = "tile"  # plot-mil: a present plot has >= 1 present tile
     shots: int | None = Field(None, ge=1)

@@ -152,6 +152,23 @@ def spatial_groups(groups: np.ndarray, bounds: np.ndarray, distance_m: float) ->
     return np.array([label[g] for g in groups.tolist()])
 
 
+def spatial_blocks(groups: np.ndarray, bounds: np.ndarray, sites_per_block: int = 10, seed: int = 0) -> np.ndarray:
+    """Groups dealt into compact spatial blocks of about `sites_per_block` (k-means on footprint
+    centres), so cross-validation holds out whole neighbourhoods: a held-out block is as new to the
+    model as the next field, and the threshold and calibration chosen on it hold there too."""
+    from sklearn.cluster import KMeans
+
+    names = sorted(set(groups.tolist()))
+    k = max(MAX_AUTO_FOLDS, len(names) // sites_per_block)
+    if len(names) <= k:
+        return groups
+    centres = np.array([[(bounds[groups == n][:, 0].min() + bounds[groups == n][:, 2].max()) / 2,
+                         (bounds[groups == n][:, 1].min() + bounds[groups == n][:, 3].max()) / 2] for n in names])
+    ids = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(centres)
+    label = {n: f"block{int(i):02d}" for n, i in zip(names, ids, strict=True)}
+    return np.array([label[g] for g in groups.tolist()])
+
+
 def near_groups(groups: np.ndarray, bounds: np.ndarray, held_out: list[str], others: list[str],
                 distance_m: float) -> list[tuple[str, str, float]]:
     """(held-out group, other group, gap in m) for pairs closer than `distance_m`."""

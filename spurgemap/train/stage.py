@@ -42,7 +42,7 @@ from spurgemap.model.engine import (
 )
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
-from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_groups
+from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_blocks, spatial_groups
 from spurgemap.tile.tileset import TileSet, load_tile_set
 from spurgemap.train.features import onnx_features
 from spurgemap.train.operating import final_metrics
@@ -283,6 +283,13 @@ def _make_splits(tiles: TileSet, cfg: Any, seed: int) -> tuple[list[Split], list
         if not held:
             groups = spatial_groups(groups, tiles.bounds, cfg.spatial_distance_m)
             log.info("spatial groups (%.0f m): %s", cfg.spatial_distance_m, ", ".join(sorted(set(groups))))
+    elif cfg.group_by == "blocks" and not cfg.val_sites and tiles.bounds is not None:
+        pool = ~np.isin(groups, cfg.test_sites)  # test sites stay themselves
+        out = groups.astype(object)
+        out[pool] = spatial_blocks(groups[pool], tiles.bounds[pool], seed=seed)
+        groups = np.array(out.tolist())
+        if len(set(groups.tolist())) < len(set(tiles.groups.tolist())):
+            log.info("cross-validation over %d spatial blocks of sites", len(set(groups.tolist())))
     splits = make_splits(groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds, seed)
     if cfg.folds and len(splits) < cfg.folds:
         log.warning("train.folds=%d: only %d folds can each hold absent and present tiles; using %d",
