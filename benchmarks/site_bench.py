@@ -56,22 +56,24 @@ class Variant:
         return self.train_key() + "".join(f"_{k}={v}" for k, v in sorted(self.predict.items()))
 
 
+BEFORE = {"train.threshold_labels": "tile", "train.context": False, "train.calibration": "none",
+          "train.group_by": "site"}
 VARIANTS: dict[str, Variant] = {
+    "before": Variant("before issue 22", BEFORE, note="tile-label threshold, no context or calibration, site folds"),
     "defaults": Variant("defaults", note="the library's defaults"),
-    "tile-threshold": Variant("threshold on tile labels, no context, no calibration",
-                              {"train.threshold_labels": "tile", "train.context": False,
-                               "train.calibration": "none"}, note="the defaults before issue 22"),
+    "site-folds": Variant("folds of single sites", {"train.group_by": "site"}),
     "no-context": Variant("no context step", {"train.context": False}),
     "no-calibration": Variant("no calibration", {"train.calibration": "none"}),
     "tile-labels-thr": Variant("threshold on tile labels", {"train.threshold_labels": "tile"}),
     "recall0.9": Variant("operating point recall=0.9", {"train.operating_point": "recall=0.9"}),
     "precision0.9": Variant("operating point precision=0.9", {"train.operating_point": "precision=0.9"}),
     "isotonic": Variant("isotonic calibration", {"train.calibration": "isotonic"}),
-    "blocks": Variant("folds by spatial blocks of sites", {"train.group_column": "block"},
-                      note="cross-validation over blocks of 2 x 5 neighbouring sites, not single sites"),
+    "grid-blocks": Variant("folds by 2 x 5 blocks of the layout",
+                           {"train.group_column": "block", "train.group_by": "site"},
+                           note="cross-validation over the benchmark's own blocks of neighbouring sites"),
     "lite2": Variant("EfficientNet-Lite2 backbone", {"train.backbone": "tf_efficientnet_lite2"}),
 }
-DEFAULT_VARIANTS = "tile-threshold,defaults,no-context,tile-labels-thr"
+DEFAULT_VARIANTS = "before,defaults,site-folds,no-context,tile-labels-thr"
 
 
 def _cfg(args: argparse.Namespace, over: dict[str, Any]) -> Any:
