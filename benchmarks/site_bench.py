@@ -204,7 +204,24 @@ def score(sites: list[sd.Site], maps: dict[str, tuple[np.ndarray, np.ndarray]], 
                 boots[k].append(val)
     ci = {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in boots.items() if v}
     return {"pooled": pooled, "ci95": ci, "per_site": per_site, "cells": len(cat[0]),
-            "present_cells": int(cat[0].sum())}
+            "present_cells": int(cat[0].sum()), "_cells": cells}
+
+
+def paired(a: list[tuple[np.ndarray, ...]], b: list[tuple[np.ndarray, ...]], args: argparse.Namespace,
+           exg_thr: float) -> dict[str, list[float]]:
+    """95 % bootstrap interval of (b - a) per metric, both scored on the same resampled sites."""
+    rng = np.random.default_rng(args.seed + 1)
+    out: dict[str, list[float]] = {}
+    for _ in range(args.bootstrap):
+        pick = rng.integers(0, len(a), len(a))
+        sa = pooled_scores(*[np.concatenate([a[i][j] for i in pick]) for j in range(4)], exg_thr)
+        sb = pooled_scores(*[np.concatenate([b[i][j] for i in pick]) for j in range(4)], exg_thr)
+        for k, va in sa.items():
+            vb = sb.get(k)
+            if va is not None and vb is not None:
+                out.setdefault(k, []).append(vb - va)
+    return {k: [float(np.percentile(v, 2.5)), float(np.mean(v)), float(np.percentile(v, 97.5))]
+            for k, v in out.items()}
 
 
 def picture(path: Path, sites: list[sd.Site], maps: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
@@ -321,7 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         picture(args.out / f"maps-{name}-p{args.plot_cells}.png", test, maps, v.name)
         print(f"[{name}] BA {fmt(res, 'balanced_accuracy')} P {fmt(res, 'precision')} R {fmt(res, 'recall')} "
               f"AUC {fmt(res, 'roc_auc')} ECE {fmt(res, 'ece')}", flush=True)
-    text = table(results)
+    for r in results[1:]:
+        r["vs_first"] = paired(results[0]["_cells"], r["_cells"], args, exg_thr)
+    text = table(results) + "\n\nPaired differences against the first variant (95 % bootstrap over sites):\n\n"
+    text += "\n".join(f"- {r['variant']['name']}: " + ", ".join(
+        f"{k} {v[1]:+.3f} [{v[0]:+.3f}, {v[2]:+.3f}]" for k, v in r["vs_first"].items()
+        if k in ("balanced_accuracy", "precision", "recall", "roc_auc", "ece")) for r in results[1:])
+    for r in results:
+        r.pop("_cells")
     print(text)
     summary = {"data": str(args.data), "args": {k: str(v) for k, v in vars(args).items()},
                "sites": {"train": len(train), "guard": guard, "test": [s.sid for s in test]},
