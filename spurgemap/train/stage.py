@@ -285,9 +285,9 @@ def _make_splits(tiles: TileSet, cfg: Any, seed: int) -> tuple[list[Split], list
             log.info("spatial groups (%.0f m): %s", cfg.spatial_distance_m, ", ".join(sorted(set(groups))))
     elif cfg.group_by == "blocks" and not cfg.val_sites and tiles.bounds is not None:
         pool = ~np.isin(groups, cfg.test_sites)  # test sites stay themselves
-        out = groups.astype(object)
-        out[pool] = spatial_blocks(groups[pool], tiles.bounds[pool], seed=seed)
-        groups = np.array(out.tolist())
+        blocked = groups.astype(object)
+        blocked[pool] = spatial_blocks(groups[pool], tiles.bounds[pool], seed=seed)
+        groups = np.array(blocked.tolist())
         if len(set(groups.tolist())) < len(set(tiles.groups.tolist())):
             log.info("cross-validation over %d spatial blocks of sites", len(set(groups.tolist())))
     splits = make_splits(groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds, seed)
