@@ -29,9 +29,7 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return np.asarray(expit(np.asarray(z, dtype=np.float64)))
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))  # = 1 / (1 + e^-z), never overflows
 
 
 @dataclass
