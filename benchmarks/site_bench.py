@@ -152,16 +152,11 @@ def predict_sites(v: Variant, run: Path, test: list[sd.Site], tifs: dict[str, Pa
     return out, time.perf_counter() - t0
 
 
-def _ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return float(sum(abs(p[idx == b].mean() - y[idx == b].mean()) * (idx == b).mean()
-                     for b in range(bins) if (idx == b).any()))
-
-
 def pooled_scores(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, exg: np.ndarray, exg_thr: float
                   ) -> dict[str, float | None]:
     from sklearn.metrics import balanced_accuracy_score, precision_score, recall_score, roc_auc_score
+
+    from spurgemap.model.calibration import reliability
 
     both = len(set(y.tolist())) == 2
     out: dict[str, float | None] = {
@@ -169,7 +164,7 @@ def pooled_scores(y: np.ndarray, pred: np.ndarray, prob: np.ndarray, exg: np.nda
         "precision": float(precision_score(y, pred, zero_division=0)),
         "recall": float(recall_score(y, pred, zero_division=0)) if y.any() else None,
         "roc_auc": float(roc_auc_score(y, prob)) if both else None,
-        "ece": _ece(y, prob),
+        "ece": float(reliability(y, prob)["ece"]),
         "exg_roc_auc": float(roc_auc_score(y, exg)) if both else None,
         "exg_balanced_accuracy": float(balanced_accuracy_score(y, exg >= exg_thr)) if both else None,
     }
