@@ -48,9 +48,11 @@ class Variant:
     train: dict[str, Any] = field(default_factory=dict)  # config overrides for tile + train
     predict: dict[str, Any] = field(default_factory=dict)  # config overrides for predict only
     note: str = ""
+    data: str = ""  # "" = the images as they are; "colour-norm" = each orthomosaic's colours standardised
 
     def train_key(self) -> str:
-        return "_".join(f"{k}={v}" for k, v in sorted(self.train.items())) or "defaults"
+        key = "_".join(f"{k}={v}" for k, v in sorted(self.train.items())) or "defaults"
+        return f"{self.data}_{key}" if self.data else key
 
     def predict_key(self) -> str:
         return self.train_key() + "".join(f"_{k}={v}" for k, v in sorted(self.predict.items()))
@@ -72,6 +74,12 @@ VARIANTS: dict[str, Variant] = {
                            {"train.group_column": "block", "train.group_by": "site"},
                            note="cross-validation over the benchmark's own blocks of neighbouring sites"),
     "lite2": Variant("EfficientNet-Lite2 backbone", {"train.backbone": "tf_efficientnet_lite2"}),
+    "tile-thr-no-cal": Variant("tile-label threshold, no calibration",
+                               {"train.threshold_labels": "tile", "train.calibration": "none"}),
+    "tile-thr-no-ctx": Variant("tile-label threshold, no context",
+                               {"train.threshold_labels": "tile", "train.context": False}),
+    "colour-norm": Variant("per-orthomosaic colour normalisation", data="colour-norm",
+                           note="each site's channel mean/std matched to the training sites' pooled ones"),
 }
 DEFAULT_VARIANTS = "before,defaults,site-folds,no-context,tile-labels-thr"
 
@@ -93,6 +101,23 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[list[sd.Site], dict[s
     return sites, tifs, transforms
 
 
+def site_images(v: Variant, sites: list[sd.Site], train: list[sd.Site], tifs: dict[str, Path],
+                transforms: dict[str, Any], work: Path) -> dict[str, Path]:
+    """The orthomosaics a variant maps: as they are, or colour-normalised per orthomosaic.
+
+    The target statistics come from the training sites only; a test site is standardised with its
+    own pixels (unlabelled, the flight being mapped), so no label of the test block is used.
+    """
+    if not v.data:
+        return tifs
+    mean, std = sd.channel_stats([s.rgb for s in train])
+    out = {}
+    for s in sites:
+        out[s.sid] = work / f"sites-{v.data}" / s.sid / "ortho.tif"
+        sd.write_site(s, out[s.sid], transforms[s.sid], rgb=sd.match_colours(s.rgb, mean, std))
+    return out
+
+
 def split_sites(sites: list[sd.Site], args: argparse.Namespace) -> tuple[list[sd.Site], list[sd.Site], list[str]]:
     test = [s for s in sites if s.row >= args.test_from_row]
     guard = [s.sid for s in sites if args.test_from_row - args.guard_rows <= s.row < args.test_from_row]
@@ -108,7 +133,7 @@ def train_variant(v: Variant, train: list[sd.Site], tifs: dict[str, Path], trans
     from spurgemap.train import TrainInputs, run_train
 
     timing: dict[str, float] = {}
-    base = work / "tiles"
+    base = work / (f"tiles-{v.data}" if v.data else "tiles")
     plots = base / "plots.geojson"
     if not plots.exists():
         rows = [p for s in train for p in sd.plots_of(s, transforms[s.sid], CELL_PX, args.plot_cells,
@@ -322,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants.split(","):
         v = VARIANTS[name]
         t0 = time.perf_counter()
-        run, timing = train_variant(v, train, tifs, transforms, args, work)
-        maps, t_pred = predict_sites(v, run, test, tifs, args, work)
+        v_tifs = site_images(v, sites, train, tifs, transforms, work)
+        run, timing = train_variant(v, train, v_tifs, transforms, args, work)
+        maps, t_pred = predict_sites(v, run, test, v_tifs, args, work)
         res = score(test, maps, args, exg_thr)
         meta = json.loads((run / "metrics.json").read_text())
         res.update({"key": name, "variant": asdict(v), "threshold": meta["threshold"],

@@ -74,7 +74,20 @@ def site_transform(site: Site, index: int, gsd_m: float, spacing_m: float) -> An
     return Affine(gsd_m, 0, 500000.0 + c * spacing_m, 0, -gsd_m, 5000000.0 - r * spacing_m)
 
 
-def write_site(site: Site, path: Path, transform: Any) -> None:
+def channel_stats(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled per-channel mean and standard deviation of RGB images."""
+    px = np.concatenate([im.reshape(-1, 3).astype(np.float64) for im in images])
+    return px.mean(axis=0), px.std(axis=0)
+
+
+def match_colours(rgb: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Standardise one image's channels to a target mean and std (per-orthomosaic normalisation)."""
+    m, s = channel_stats([rgb])
+    out = (rgb.astype(np.float64) - m) / np.maximum(s, 1e-6) * std + mean
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def write_site(site: Site, path: Path, transform: Any, rgb: np.ndarray | None = None) -> None:
     import rasterio
 
     if path.exists():
@@ -83,7 +96,7 @@ def write_site(site: Site, path: Path, transform: Any) -> None:
     h, w = site.weed.shape
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8",
                        crs=f"EPSG:{EPSG}", transform=transform, compress="deflate", tiled=True) as ds:
-        ds.write(site.rgb.transpose(2, 0, 1))
+        ds.write((site.rgb if rgb is None else rgb).transpose(2, 0, 1))
 
 
 def plots_of(site: Site, transform: Any, cell_px: int, plot_cells: int, present_fraction: float,

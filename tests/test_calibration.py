@@ -148,3 +148,47 @@ def test_context_weight_is_fitted_from_neighbours_that_carry_the_signal() -> Non
     assert lam0 < 0.2
     off, why_off = cal.fit_context(z, m, np.zeros(n, bool), trusted)
     assert off == 0.0 and why_off.startswith("off")
+
+
+def _plot_grid_tiles(n_sites: int, seed: int):
+    """Sites of 4 x 4 tiles in four 2 x 2 plots; each plot's label copied to its tiles, as tile does.
+    A tile's score carries its plot's label plus noise, and nothing of its neighbours' plots."""
+    from spurgemap.tile.tileset import TileSet
+
+    rng = np.random.default_rng(seed)
+    ids, sites, plots, labels, bounds = [], [], [], [], []
+    for s in range(n_sites):
+        plot_label = rng.integers(0, 2, 4)
+        for r in range(4):
+            for c in range(4):
+                k = (r // 2) * 2 + c // 2
+                ids.append(f"s{s}_{r}_{c}")
+                sites.append(f"s{s}")
+                plots.append(f"s{s}/p{k}")
+                labels.append(int(plot_label[k]))
+                x0, y0 = s * 100.0 + c, -float(r)
+                bounds.append((x0, y0 - 1.0, x0 + 1.0, y0))
+    y = np.array(labels)
+    z = (y - 0.5) * 2.0 + rng.normal(0, 1.5, len(y))
+    tiles = TileSet(ids, np.array(sites), np.array(sites), y, np.zeros((len(y), 1, 1, 3), np.uint8), 1, 1.0,
+                    "x", bounds=np.array(bounds), plots=np.array(plots))
+    return tiles, z
+
+
+def test_context_weight_is_not_fitted_on_neighbours_that_share_a_copied_plot_label() -> None:
+    """Within a plot the neighbours' mean looks telling only because the label was copied to them;
+    fitted on other plots' neighbours, the weight stays near 0 (the old all-neighbour fit did not)."""
+    from types import SimpleNamespace
+
+    from spurgemap.train.operating import fit_map_head, tile_neighbours
+
+    tiles, z = _plot_grid_tiles(60, seed=7)
+    idx = np.arange(len(tiles))
+    cfg = SimpleNamespace(threshold_labels="tile", context=True, calibration="none", operating_point="balanced")
+    record, _ = fit_map_head(cfg, tiles, idx, cal.sigmoid(z), np.arange(len(idx)) % 5)
+    assert record["context"]["lambda"] < 0.2, record["context"]
+    nbrs = tile_neighbours(tiles, idx)
+    assert all(len(n) in (3, 5, 8) for n in nbrs)  # corners, edges, inner tiles of a 4 x 4 site
+    trusted = cal.trusted_labels(tiles.labels, tiles.plots, None, "tile")
+    lam_all, _ = cal.fit_context(z, cal.neighbour_mean(z, nbrs), np.ones(len(idx), bool), trusted)
+    assert lam_all > 0.3  # what the same data gave when plot-mates counted as neighbours

@@ -41,11 +41,15 @@ def fit_map_head(cfg: Any, tiles: TileSet, idx: np.ndarray, probs: np.ndarray, f
     z = cal.logit(probs)
     nbrs = tile_neighbours(tiles, idx)
     m = cal.neighbour_mean(z, nbrs)
-    has = np.array([len(n) > 0 for n in nbrs])
     plots = tiles.plots[idx] if tiles.plots is not None else None
     verified = tiles.verified[idx] if tiles.verified is not None else None
     trusted = cal.trusted_labels(tiles.labels[idx], plots, verified, cfg.threshold_labels)
-    lam, why = cal.fit_context(z, m, has, trusted) if cfg.context else (0.0, "off (train.context false)")
+    # Tiles of one plot share the plot's copied label, so a neighbour in the same plot would make
+    # the neighbour mean look more telling than it is: the weight is fitted on other plots' tiles.
+    other = [n[plots[n] != plots[i]] for i, n in enumerate(nbrs)] if plots is not None else nbrs
+    m_fit = cal.neighbour_mean(z, other)
+    has = np.array([len(n) > 0 for n in other])
+    lam, why = cal.fit_context(z, m_fit, has, trusted) if cfg.context else (0.0, "off (train.context false)")
     zc = (1 - lam) * z + lam * m
     calib = cal.fit_calibration(cfg.calibration, *trusted.scored(zc))
     p_map = calib(zc)
