@@ -103,7 +103,7 @@ class TrainConfig(_Section):
     channels_last: bool = True
     threads: int | None = Field(None, ge=1)
     # issue 22: what the map's probability and threshold are fitted on (model/calibration.py)
-    threshold_labels: Literal["trusted", "tile"] = "trusted"  # trusted: absent tiles + present plots' top tile
+    threshold_labels: Literal["trusted", "tile"] = "tile"  # trusted: absent tiles + present plots' top tile
     operating_point: str = "balanced"  # balanced | recall=R | precision=P (on the trusted labels)
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     context: bool = True  # mix each cell's logit with its neighbours' (weight fitted out of fold)
