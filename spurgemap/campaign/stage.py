@@ -28,6 +28,7 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id
 from spurgemap.core.progress import progress
+from spurgemap.core.workdir import claim_dir
 from spurgemap.geo.campaign import campaign_crs, crs_name, merge_presence
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,7 @@ def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
         raise InputError(f"--model {inputs.model}: bundle not found")
     names = site_names(inputs.orthos)
     out = inputs.out
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "predict", [*inputs.orthos, inputs.model, inputs.aoi, inputs.plots])
     crs_text = inputs.crs
     if crs_text:
         campaign_crs(crs_text, None)  # a bad --campaign-crs fails before any work

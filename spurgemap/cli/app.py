@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
@@ -20,11 +17,12 @@ from spurgemap.cli.options import (
     SchedulerOpt,
     SetOpt,
     WorkersOpt,
+    install_sigterm,
     load_cli_config,
     out,
     parse_numbers,
-    route_warnings,
     run_guarded,
+    setup_logging,
     split_list,
     warn_tiny_model,
 )
@@ -33,17 +31,6 @@ from spurgemap.core.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map leafy spurge from drone orthomosaics.")
-log = logging.getLogger("spurgemap")
-
-
-def _setup_logging(debug: bool, quiet: bool) -> None:
-    handler = RichHandler(console=Console(stderr=True), show_path=debug, show_time=False,
-                          rich_tracebacks=False)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
-                        format="%(message)s", handlers=[handler], force=True)
-    for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    route_warnings()
 
 
 @app.callback()
@@ -52,7 +39,7 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
-    _setup_logging(debug, quiet)
+    setup_logging(debug, quiet)
 
 
 @app.command("demo-data")
@@ -393,6 +380,7 @@ register_fieldwork(app)
 
 
 def run() -> None:  # console-script entry point
+    install_sigterm()
     app(prog_name="spurgemap")
 
 

@@ -175,7 +175,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         raise InputError(f"--n {params.n}: ask for at least 1 visit")
     if params.min_spacing_m < 0:
         raise InputError(f"--min-spacing {params.min_spacing_m}: must be >= 0 metres")
-    check_target(Path(inputs.out), inputs.overwrite)
+    check_target(Path(inputs.out), inputs.overwrite, [inputs.maps, *inputs.exclude])
     m = io.read_map(inputs.maps, inputs.name)
     eligible = m.valid.copy()
     if not eligible.any():
@@ -237,7 +237,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         "start": {"x": float(start[0]), "y": float(start[1])}, "bands": bands,
         "accuracy_estimation": ACCURACY_RECIPE, "parameters": params.model_dump(mode="json"),
     }
-    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
+    with staged_dir(Path(inputs.out), inputs.overwrite, "survey-plan", [inputs.maps, *inputs.exclude]) as tmp:
         files = {"gpkg": tmp / "visits.gpkg", "gpx": tmp / "visits.gpx", "csv": tmp / "visits.csv",
                  "qml": tmp / "visits.qml", "summary": tmp / "summary.json", "preview": tmp / "preview.png"}
         io.write_vector(files["gpkg"], table, points(np.column_stack([x[order], y[order]])), m.crs_wkt,

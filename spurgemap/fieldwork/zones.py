@@ -94,7 +94,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
             raise InputError(f"{opt} {value:g}: must be >= 0")
     if params.rate_l_per_ha is not None and params.rate_l_per_ha <= 0:
         raise InputError(f"--rate {params.rate_l_per_ha:g}: litres per hectare must be > 0")
-    check_target(Path(inputs.out), inputs.overwrite)
+    check_target(Path(inputs.out), inputs.overwrite, [inputs.maps])
     m = io.read_map(inputs.maps, inputs.name)
     upm = m.units_per_m
     present = m.cls == 1
@@ -120,7 +120,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
         "herbicide_l": round(treated / 1e4 * params.rate_l_per_ha, 3) if params.rate_l_per_ha else None,
         "parameters": params.model_dump(mode="json"),
     }
-    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
+    with staged_dir(Path(inputs.out), inputs.overwrite, "zones", [inputs.maps]) as tmp:
         files = {"gpkg": tmp / "zones.gpkg", "shp": tmp / "zones.shp", "kml": tmp / "zones.kml",
                  "qml": tmp / "zones.qml", "summary_json": tmp / "zones_summary.json",
                  "summary_csv": tmp / "zones_summary.csv", "preview": tmp / "preview.png"}
