@@ -25,6 +25,10 @@ def survey_plan(
     plots: Annotated[list[Path] | None, typer.Option("--plots", help="Surveyed plots to leave out.")] = None,
     survey: Annotated[list[Path] | None, typer.Option("--survey", help="Surveyed points to leave out "
                                                       "(point layer or point CSV).")] = None,
+    site_id: Annotated[str | None, typer.Option("--site-id", help="Site id of the visits (default: the "
+                                                "plots' site, else the orthomosaic's site folder).")] = None,
+    ortho: Annotated[Path | None, typer.Option("--ortho", help="The orthomosaic the map was made from, when "
+                                               "it has moved (checks tile.min_valid_fraction).")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -40,7 +44,7 @@ def survey_plan(
             "survey_plan.n": n, "survey_plan.min_spacing_m": min_spacing, "survey_plan.seed": seed,
             "survey_plan.start_lonlat": list(lonlat) if lonlat else None})
         res = run_survey_plan(cfg, SurveyPlanInputs(maps, out_dir, name, [*(plots or []), *(survey or [])],
-                                                       overwrite))
+                                                       overwrite, site_id, ortho))
         s = res.summary
         out.print(f"{res.n_visits} visits ({s['uncertain_visits']} uncertain, {s['random_visits']} random), "
                   f"route {res.route_length_m:.0f} m -> {res.out}")
