@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,9 +28,6 @@ from spurgemap.geo.isoxml import MAX_ZONES, IsoZone, write_taskdata
 from spurgemap.geo.kmz import has_libkml, write_zones_kmz
 from spurgemap.geo.records_io import flight_date, raster_tags
 from spurgemap.geo.terminals import PROFILES, write_terminal_shapefile
-
-if TYPE_CHECKING:  # only for the annotation: zones.py imports this module
-    from spurgemap.fieldwork.zones import ZonesInputs
 
 log = logging.getLogger(__name__)
 GENERIC_MAP_NAMES = {"ortho", "orthomosaic", "orthophoto", "odm_orthophoto", "mosaic"}
@@ -68,8 +65,9 @@ def check_date(date: str | None) -> str | None:
     return date
 
 
-def write_field_outputs(tmp: Path, config: SpurgemapConfig, inputs: ZonesInputs, m: io.MapLayers, site: str,
-                        table: pd.DataFrame, zones: list[Polygon], summary: dict[str, Any]) -> dict[str, Path]:
+def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, site: str, table: pd.DataFrame,
+                        zones: list[Polygon], summary: dict[str, Any], date: str | None = None,
+                        examiner: str | None = None) -> dict[str, Path]:
     """Terminal Shapefile, TASKDATA, infestation records and KMZ into the staging folder ``tmp``."""
     params = config.zones
     files: dict[str, Path] = {}
@@ -105,7 +103,7 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, inputs: ZonesInputs,
         else:
             log.info("no TASKDATA written: a prescription needs a spray volume; give --carrier L/ha")
 
-    date = check_date(inputs.date)
+    date = check_date(date)
     where = "--date"
     if date is None:
         date, where = flight_date(m.prob_path)
@@ -119,7 +117,7 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, inputs: ZonesInputs,
     cell_m2 = abs(m.transform.a * m.transform.e) / m.units_per_m**2
     records = infestation_table(site, table, np.asarray(lon), np.asarray(lat), cell_m2, m.cell_m,
                                 species=config.labels.species, code=config.labels.species_code, date=date,
-                                examiner=inputs.examiner, source=source, spelling=params.records)
+                                examiner=examiner, source=source, spelling=params.records)
     files["records_csv"] = tmp / "infestations.csv"
     files["records_gpkg"] = tmp / "infestations.gpkg"
     records.to_csv(files["records_csv"], index=False)

@@ -142,7 +142,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
                                             for a, p in zip(table.area_m2, table.mean_prob, strict=True)]})
         io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver="KML", to_wgs84=True)
         files["qml"].write_text(zones_vector_qml(), encoding="utf-8")
-        files.update(write_field_outputs(tmp, config, inputs, m, site, table, zones, summary))
+        files.update(write_field_outputs(tmp, config, m, site, table, zones, summary, inputs.date, inputs.examiner))
         files["summary_json"].write_text(json.dumps({**summary, "zone_list": table.to_dict("records")}, indent=2))
         site_row = {"scope": "site", "zone_id": "", "area_m2": summary["treated_area_m2"],
                     "area_ha": summary["treated_area_ha"], "share_of_site": summary["share_of_site"],
