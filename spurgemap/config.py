@@ -259,8 +259,8 @@ class ZonesConfig(_Section):
     simplify_m: float = 0.25
     rate_l_per_ha: float | None = None  # spray volume (L/ha; older name of treatment.carrier_l_per_ha)
     # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
-    terminal: Terminal = "generic"  # Shapefile profile: generic (UTM, float RATE), deere, trimble, raven, agfusion
-    max_zones: int | None = Field(None, ge=1, le=254)  # null: the terminal's cap (agfusion 100, others 254)
+    terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
+    max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
     merge_step_m: float = Field(0.5, gt=0.0)  # buffer step when zones are merged to fit the cap
     isoxml_grid: bool = False  # TASKDATA as a type-2 grid of zone codes instead of zone polygons
     records: Literal["generic", "eddmaps"] = "generic"  # column spellings of infestations.csv/.gpkg

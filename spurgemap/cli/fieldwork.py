@@ -20,7 +20,7 @@ from spurgemap.cli.options import (
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
 # option names of the zones keys whose option is not "--" + the key's last word (for one-line errors)
-CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "treatment.tank_l": "--tank-l",
+CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "zones.terminals": "--terminal", "treatment.tank_l": "--tank-l",
                   "zones.rate_l_per_ha": "--rate", "zones.isoxml_grid": "--isoxml-grid"})
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
 
@@ -60,6 +60,10 @@ def survey_plan(
     run_guarded(go)
 
 
+def parse_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text is not None else None
+
+
 def zones(
     maps: MapsArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the zones.")],
@@ -74,8 +78,8 @@ def zones(
     product: Annotated[str | None, typer.Option("--product", help="Product from the config's treatment table "
                                                 "(an example of label rates, not advice).")] = None,
     tank: Annotated[float | None, typer.Option("--tank-l", help="Sprayer tank (L), for tank loads.")] = None,
-    terminal: Annotated[str | None, typer.Option("--terminal", help="Shapefile profile: generic, deere, "
-                                                 "trimble, raven or agfusion.")] = None,
+    terminal: Annotated[str | None, typer.Option("--terminal", help="Shapefile profiles, comma-separated: "
+                                                 "generic, deere, trimble, raven, agfusion.")] = None,
     max_zones: Annotated[int | None, typer.Option("--max-zones", help="Zone cap (default the terminal's); "
                                                   "nearest zones are merged to fit.")] = None,
     isoxml_grid: Annotated[bool | None, typer.Option("--isoxml-grid/--isoxml-zones",
@@ -100,7 +104,7 @@ def zones(
         cfg = load_cli_config(config, set_, **{
             "zones.buffer_m": buffer, "zones.min_area_m2": min_area, "zones.simplify_m": simplify,
             "zones.rate_l_per_ha": rate, "treatment.carrier_l_per_ha": carrier, "treatment.product": product,
-            "treatment.tank_l": tank, "zones.terminal": terminal, "zones.max_zones": max_zones,
+            "treatment.tank_l": tank, "zones.terminals": parse_list(terminal), "zones.max_zones": max_zones,
             "zones.isoxml_grid": isoxml_grid, "zones.records": records})
         res = run_zones(cfg, ZonesInputs(maps, out_dir, name, overwrite, site=site, date=date, examiner=examiner))
         s = res.summary

@@ -46,8 +46,8 @@ def site_name(given: str | None, map_name: str, folder: Path) -> str:
 def zone_cap(config: SpurgemapConfig) -> tuple[int, str]:
     """The zone cap and why: zones.max_zones, else the strictest of the chosen terminals and ISOXML."""
     if config.zones.max_zones is not None:
-        return config.zones.max_zones, "zones.max_zones"
-    terminal = config.zones.terminal
+        return config.zones.max_zones, "--max-zones"
+    terminal = min(config.zones.terminals, key=lambda t: PROFILES[t].max_zones)
     cap = min(PROFILES[terminal].max_zones, MAX_ZONES)
     return cap, f"--terminal {terminal}" if cap < MAX_ZONES else "ISOXML zone codes"
 
@@ -71,16 +71,18 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, sit
     """Terminal Shapefile, TASKDATA, infestation records and KMZ into the staging folder ``tmp``."""
     params = config.zones
     files: dict[str, Path] = {}
-    shp, tolerance = write_terminal_shapefile(tmp, params.terminal, site, table, zones, m.crs_wkt)
-    files["shp"] = shp
-    if tolerance:
-        log.warning("%s: outlines simplified by %.1e degrees to stay under %d bytes (--terminal %s)", shp.name,
-                    tolerance, PROFILES[params.terminal].max_bytes or 0, params.terminal)
-    if params.terminal == "generic":  # QGIS applies a sidecar style of the same name
-        files["shp_qml"] = shp.with_suffix(".qml")
-        files["shp_qml"].write_text(zones_vector_qml(), encoding="utf-8")
-    summary["terminal"] = {"profile": params.terminal, "shapefile": str(shp.relative_to(tmp)),
-                           "simplified_deg": tolerance}
+    summary["terminals"] = {}
+    for terminal in dict.fromkeys(params.terminals):
+        shp, tolerance = write_terminal_shapefile(tmp, terminal, site, table, zones, m.crs_wkt)
+        files.setdefault("shp", shp)
+        files[f"shp_{terminal}"] = shp
+        if tolerance:
+            log.warning("%s: outlines simplified by %.1e degrees to stay under %d bytes (--terminal %s)",
+                        shp.name, tolerance, PROFILES[terminal].max_bytes or 0, terminal)
+        if terminal == "generic":  # QGIS applies a sidecar style of the same name
+            files["shp_qml"] = shp.with_suffix(".qml")
+            files["shp_qml"].write_text(zones_vector_qml(), encoding="utf-8")
+        summary["terminals"][terminal] = {"shapefile": str(shp.relative_to(tmp)), "simplified_deg": tolerance}
 
     volume = summary["spray_volume_l_per_ha"]
     if volume is not None and zones:
