@@ -20,8 +20,9 @@ from spurgemap.cli.options import (
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
 # option names of the zones keys whose option is not "--" + the key's last word (for one-line errors)
-CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "zones.terminals": "--terminal", "treatment.tank_l": "--tank-l",
-                  "zones.rate_l_per_ha": "--rate", "zones.isoxml_grid": "--isoxml-grid"})
+CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "zones.terminals": "--terminal",
+                  "treatment.tank_l": "--tank-l", "zones.rate_l_per_ha": "--rate",
+                  "zones.isoxml_grid": "--isoxml-grid"})
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
 
 
