@@ -177,6 +177,7 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         log.warning("%d valid pixels fell outside --value-range %s and were clipped to 0/255",
                     clipped, config.tile.value_range)
     n = sum(sum(v.values()) for v in per_site.values())
+    unvisited = [f"{s}/{p}" for s, p in survey.unvisited]
     mpx = n * config.tile.tile_size_px**2 / 1e6
     summary = {
         "spurgemap_version": __version__,
@@ -187,7 +188,7 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         "uncovered_plots": plan.uncovered,
         "partially_covered_plots": plan.partial,
         "unlabelled_plots": plan.unlabelled,
-        "unvisited_plots": [f"{s}/{p}" for s, p in survey.unvisited],  # empty presence: not visited, skipped
+        "unvisited_plots": unvisited,  # empty presence: not visited, skipped
         "repaired_plots": plan.repaired,
         "clipped_pixels": clipped,
         "orthomosaics": [{"path": str(p), "sha256": h} for p, h in hashes.items()],
@@ -198,4 +199,4 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         "tiles_per_second": round(n / seconds, 2) if seconds else None,
     }
     return TileResult(inputs.out, n, per_site, dict(skipped), plan.uncovered, plan.unlabelled,
-                      seconds, mpx, summary, summary["unvisited_plots"])
+                      seconds, mpx, summary, unvisited)
