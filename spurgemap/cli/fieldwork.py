@@ -25,6 +25,9 @@ def survey_plan(
     plots: Annotated[list[Path] | None, typer.Option("--plots", help="Surveyed plots to leave out.")] = None,
     survey: Annotated[list[Path] | None, typer.Option("--survey", help="Surveyed points to leave out "
                                                       "(point layer or point CSV).")] = None,
+    ortho: Annotated[Path | None, typer.Option("--ortho", help="Orthomosaic for the QField basemap and the "
+                                               "field sheet (default: the map's source).")] = None,
+    zones: Annotated[Path | None, typer.Option("--zones", help="Zones layer to show in the QField project.")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -40,7 +43,7 @@ def survey_plan(
             "survey_plan.n": n, "survey_plan.min_spacing_m": min_spacing, "survey_plan.seed": seed,
             "survey_plan.start_lonlat": list(lonlat) if lonlat else None})
         res = run_survey_plan(cfg, SurveyPlanInputs(maps, out_dir, name, [*(plots or []), *(survey or [])],
-                                                       overwrite))
+                                                       overwrite, ortho, zones))
         s = res.summary
         out.print(f"{res.n_visits} visits ({s['uncertain_visits']} uncertain, {s['random_visits']} random), "
                   f"route {res.route_length_m:.0f} m -> {res.out}")

@@ -26,9 +26,11 @@ from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import visits_preview
+from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
+from spurgemap.geo.qfield_io import map_source
 from spurgemap.predict.confidence import confidence
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class SurveyPlanInputs:
     name: str | None = None
     exclude: list[Path] = field(default_factory=list)  # --plots / --survey layers already visited
     overwrite: bool = False
+    ortho: Path | None = None  # QField basemap / field sheet background; default: the map's source tag
+    zones: Path | None = None  # a zones layer to show in the QField project
 
 
 @dataclass
@@ -176,6 +180,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     if params.min_spacing_m < 0:
         raise InputError(f"--min-spacing {params.min_spacing_m}: must be >= 0 metres")
     check_target(Path(inputs.out), inputs.overwrite)
+    check_package_inputs(inputs.ortho, inputs.zones)
     m = io.read_map(inputs.maps, inputs.name)
     eligible = m.valid.copy()
     if not eligible.any():
@@ -251,6 +256,10 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
         visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
                        list(table.reason))
+        ortho = inputs.ortho or map_source(m.prob_path)
+        files.update(write_qfield_package(tmp, QFieldInputs(
+            site, table, list(points(np.column_stack([x[order], y[order]]))), m.crs_wkt, m.prob_path, m.threshold,
+            config.labels.species, ortho, list(inputs.exclude), inputs.zones)))
     files = {k: Path(inputs.out) / v.name for k, v in files.items()}
     return SurveyPlanResult(Path(inputs.out), files, len(order), length, summary)
 
