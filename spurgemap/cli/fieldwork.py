@@ -40,8 +40,10 @@ def survey_plan(
                                                       "(point layer or point CSV).")] = None,
     site_id: Annotated[str | None, typer.Option("--site-id", help="Site id of the visits (default: the "
                                                 "plots' site, else the orthomosaic's site folder).")] = None,
-    ortho: Annotated[Path | None, typer.Option("--ortho", help="The orthomosaic the map was made from, when "
-                                               "it has moved (checks tile.min_valid_fraction).")] = None,
+    ortho: Annotated[Path | None, typer.Option("--ortho", help="The orthomosaic the map was made from "
+                                               "(default: the map's source): checks tile.min_valid_fraction; "
+                                               "QField basemap and field sheet.")] = None,
+    zones: Annotated[Path | None, typer.Option("--zones", help="Zones layer to show in the QField project.")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -57,7 +59,7 @@ def survey_plan(
             "survey_plan.n": n, "survey_plan.min_spacing_m": min_spacing, "survey_plan.seed": seed,
             "survey_plan.start_lonlat": list(lonlat) if lonlat else None})
         res = run_survey_plan(cfg, SurveyPlanInputs(maps, out_dir, name, [*(plots or []), *(survey or [])],
-                                                       overwrite, site_id, ortho))
+                                                       overwrite, site_id, ortho, zones))
         s = res.summary
         out.print(f"{res.n_visits} visits ({s['uncertain_visits']} uncertain, {s['random_visits']} random), "
                   f"route {res.route_length_m:.0f} m -> {res.out}")

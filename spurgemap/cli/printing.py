@@ -20,5 +20,7 @@ def print_tile_summary(res: Any) -> None:
         table.add_row(site, *(str(counts.get(c, 0)) for c in classes))
     out.print(table)
     skipped = ", ".join(f"{k}: {v}" for k, v in res.skipped.items()) or "none"
+    if getattr(res, "unvisited_plots", None):
+        out.print(f"{len(res.unvisited_plots)} plots not visited (empty presence) skipped")
     out.print(f"{res.n_tiles} tiles, skipped {skipped}; {res.seconds:.1f} s, "
               f"{res.tiles_per_second:.1f} tiles/s, {res.megapixels / max(res.seconds, 1e-9):.1f} Mpx/s")

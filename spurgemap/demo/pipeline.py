@@ -113,7 +113,7 @@ def _demo_fieldwork(config: SpurgemapConfig, out: Path, run: DemoRun, data: Demo
         zones.append(f"{site} {zo.zones} zones {zo.treated_area_m2:.0f} m²")
         try:
             sp = run_survey_plan(config, SurveyPlanInputs(later, out / "survey_plan" / site, exclude=[plots],
-                                                          overwrite=True))
+                                                          overwrite=True, zones=zo.files.get("gpkg")))
             plans.append(f"{site} {sp.n_visits} visits {sp.route_length_m:.0f} m")
         except InputError as exc:  # a small demo site can be all plots: say so, the other sites go on
             plans.append(f"{site} none ({str(exc).split(': ', 1)[-1]})")

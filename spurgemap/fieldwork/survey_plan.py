@@ -26,10 +26,12 @@ from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id, site_id_of
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import visits_preview
+from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
 from spurgemap.fieldwork.sampling import RANDOM, UNCERTAIN, band_table, select_visits
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
+from spurgemap.geo.qfield_io import map_source
 from spurgemap.predict.confidence import confidence
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class SurveyPlanInputs:
     overwrite: bool = False
     site_id: str | None = None  # --site-id; default: the plots' site, else from the orthomosaic's path
     ortho: Path | None = None  # --ortho; default: the map's `source` tag (to check tile's valid fraction)
+    zones: Path | None = None  # a zones layer to show in the QField project
 
 
 @dataclass
@@ -123,7 +126,9 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         raise InputError(f"--n {params.n}: ask for at least 1 visit")
     if params.min_spacing_m < 0:
         raise InputError(f"--min-spacing {params.min_spacing_m}: must be >= 0 metres")
-    check_target(Path(inputs.out), inputs.overwrite, [inputs.maps, *inputs.exclude])
+    read = [inputs.maps, *inputs.exclude, *(p for p in (inputs.ortho, inputs.zones) if p)]
+    check_target(Path(inputs.out), inputs.overwrite, read)
+    check_package_inputs(inputs.ortho, inputs.zones)
     m = io.read_map(inputs.maps, inputs.name)
     eligible = m.valid.copy()
     if not eligible.any():
@@ -178,7 +183,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         "start": {"x": float(start[0]), "y": float(start[1])}, "bands": bands,
         "accuracy_estimation": ACCURACY_RECIPE, "parameters": params.model_dump(mode="json"),
     }
-    with staged_dir(Path(inputs.out), inputs.overwrite, "survey-plan", [inputs.maps, *inputs.exclude]) as tmp:
+    with staged_dir(Path(inputs.out), inputs.overwrite, "survey-plan", read) as tmp:
         files = {"gpkg": tmp / "visits.gpkg", "gpx": tmp / "visits.gpx", "csv": tmp / "visits.csv",
                  "qml": tmp / "visits.qml", "summary": tmp / "summary.json", "preview": tmp / "preview.png"}
         io.write_vector(files["gpkg"], table, points(np.column_stack([x[order], y[order]])), m.crs_wkt,
@@ -191,6 +196,10 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
         visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
                        list(table.reason))
+        ortho = inputs.ortho or map_source(m.prob_path)
+        files.update(write_qfield_package(tmp, QFieldInputs(
+            site, table, list(points(np.column_stack([x[order], y[order]]))), m.crs_wkt, m.prob_path, m.threshold,
+            config.labels.species, ortho, list(inputs.exclude), inputs.zones)))
     files = {k: Path(inputs.out) / v.name for k, v in files.items()}
     return SurveyPlanResult(Path(inputs.out), files, len(order), length, summary)
 

@@ -58,6 +58,7 @@ class TileResult:
     seconds: float
     megapixels: float
     summary: dict[str, Any] = field(default_factory=dict)
+    unvisited_plots: list[str] = field(default_factory=list)  # empty presence in the survey: skipped
 
     @property
     def tiles_per_second(self) -> float:
@@ -67,7 +68,8 @@ class TileResult:
 def _load_survey(config: SpurgemapConfig, inputs: TileInputs, layer_attrs: Any, source: str) -> Survey:
     if inputs.survey is not None:
         return read_survey(inputs.survey, config.labels)
-    survey = survey_from_frame(layer_attrs, config.labels, source, require_label=False)
+    row_offset = 2 if source.lower().endswith(".csv") else 1
+    survey = survey_from_frame(layer_attrs, config.labels, source, require_label=False, row_offset=row_offset)
     if survey is None:
         raise InputError(f"{source}: no presence column on the plot layer; give --survey SURVEY.csv")
     return survey
@@ -156,7 +158,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
                              [o.footprint for o in group], crs_wkt,
                              layer="tiles" if i == 0 else f"tiles_{i}")
         seconds = time.perf_counter() - start
-        result = _summarise(config, inputs, plan, outcomes, seconds, hashes)
+        result = _summarise(config, inputs, plan, outcomes, seconds, hashes, survey)
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2))
         (tmp / "config.yaml").write_text(dump_config(config))
     result.out = inputs.out
@@ -164,7 +166,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
 
 
 def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes: list[TileOutcome],
-               seconds: float, hashes: dict[Path, str]) -> TileResult:
+               seconds: float, hashes: dict[Path, str], survey: Survey) -> TileResult:
     names = config.labels.names()
     per_site: dict[str, dict[str, int]] = {}
     skipped: Counter[str] = Counter()
@@ -180,6 +182,7 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         log.warning("%d valid pixels fell outside --value-range %s and were clipped to 0/255",
                     clipped, config.tile.value_range)
     n = sum(sum(v.values()) for v in per_site.values())
+    unvisited = [f"{s}/{p}" for s, p in survey.unvisited]
     mpx = n * config.tile.tile_size_px**2 / 1e6
     summary = {
         "spurgemap_version": __version__,
@@ -190,6 +193,7 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         "uncovered_plots": plan.uncovered,
         "partially_covered_plots": plan.partial,
         "unlabelled_plots": plan.unlabelled,
+        "unvisited_plots": unvisited,  # empty presence: not visited, skipped
         "repaired_plots": plan.repaired,
         "clipped_pixels": clipped,
         "orthomosaics": [{"path": str(p), "sha256": h} for p, h in hashes.items()],
@@ -200,4 +204,4 @@ def _summarise(config: SpurgemapConfig, inputs: TileInputs, plan: Plan, outcomes
         "tiles_per_second": round(n / seconds, 2) if seconds else None,
     }
     return TileResult(inputs.out, n, per_site, dict(skipped), plan.uncovered, plan.unlabelled,
-                      seconds, mpx, summary)
+                      seconds, mpx, summary, unvisited)
