@@ -242,16 +242,16 @@ def _predict_campaign(cfg: Any, paths: list[Path], model: Path, out_dir: Path, a
         where = f"scheduler {scheduler}" if scheduler else "a local cluster"
         out.print(f"{len(paths)} orthomosaics on {where} with {n} worker(s)"
                   + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
-
     res = run_campaign(cfg, CampaignInputs(paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, crs),
                        on_start=started)
+    sp = next((r["species"] for r in res.rows if r["species"]), cfg.labels.species)  # predict's: config or bundle
     table = Table(title=f"campaign in {res.out}")
-    for col in ("site", "status", "mapped ha", "spurge ha", "spurge %", "tiles/s"):
+    for col in ("site", "status", "mapped ha", f"{sp} ha", f"{sp} %", "tiles/s"):
         table.add_column(col, justify="left" if col in ("site", "status") else "right")
     for r in res.rows:
-        share = f"{100 * float(r['spurge_share']):.1f}" if r["status"] == "ok" else ""
+        share = f"{100 * float(r['present_share']):.1f}" if r["status"] == "ok" else ""
         table.add_row(r["site"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-                      str(r["mapped_area_ha"]), str(r["spurge_area_ha"]), share, str(r["tiles_per_second"]))
+                      str(r["mapped_area_ha"]), str(r["present_area_ha"]), share, str(r["tiles_per_second"]))
     out.print(table)
     out.print(f"{len(res.rows) - len(res.failed)} of {len(res.rows)} mapped ({res.redone} this run) in "
               f"{res.seconds:.1f} s; campaign layer in {res.crs} -> {res.files['presence']}")
