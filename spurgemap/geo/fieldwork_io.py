@@ -113,6 +113,16 @@ def read_map(folder: Path, name: str | None = None) -> MapLayers:
                      units_per_m(crs_wkt, cx, cy))
 
 
+def require_metres(m: MapLayers, command: str) -> None:
+    """Buffers, spacings and areas are in ground metres: a map in degrees (EPSG:4326) would make a 1 m
+    buffer 1 degree wide, so `zones` and `survey-plan` need a projected map."""
+    crs = CRS.from_wkt(m.crs_wkt)
+    if not crs.is_projected:
+        raise InputError(f"{m.prob_path}: the map is in {crs.name} (degrees); `{command}` needs a map in a "
+                         "projected CRS in metres (e.g. UTM): run predict on a projected orthomosaic "
+                         "(gdalwarp -t_srs EPSG:326NN)")
+
+
 def units_per_m(crs_wkt: str, x: float, y: float) -> float:
 
     try:
