@@ -24,6 +24,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
 from spurgemap.core.errors import InputError
+from spurgemap.geo.damage import damage_guard, gdal_message
 from spurgemap.geo.maps import polygons_of, write_cog
 from spurgemap.geo.vector import map_scale, read_plots, reproject
 
@@ -74,13 +75,16 @@ def find_map(folder: Path, name: str | None = None) -> Path:
 
 
 def _read_band(path: Path) -> tuple[np.ndarray, Affine, str, dict[str, str]]:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(f"{path}: has no CRS; use the files `spurgemap predict` wrote")
-            return src.read(1), src.transform, src.crs.to_wkt(), src.tags()
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{path}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a GeoTIFF")
+    with damage_guard(path):  # truncated / overwritten: one line naming the damage, no raw GDAL warnings
+        try:
+            with rasterio.open(path) as src:
+                if src.crs is None:
+                    raise InputError(f"{path}: has no CRS; use the files `spurgemap predict` wrote")
+                return src.read(1), src.transform, src.crs.to_wkt(), src.tags()
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(f"{path}: not a readable GeoTIFF ({gdal_message(exc)})") from None
 
 
 def read_map(folder: Path, name: str | None = None) -> MapLayers:
