@@ -23,7 +23,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float option and config value is finite (nan/inf is one line naming it)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LabelRules(_Section):
@@ -244,20 +245,27 @@ class PredictConfig(_Section):
 class SurveyPlanConfig(_Section):
     """`spurgemap survey-plan`: which cells to visit next, and in what order (checked by the stage)."""
 
-    n: int = 20
-    min_spacing_m: float = 20.0
+    n: int = 20  # >= 1, checked by the stage
+    min_spacing_m: float = Field(20.0, ge=0.0, le=10_000.0)
     start_lonlat: tuple[float, float] | None = None  # default: the map's south-west corner
     seed: int = 0
     band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
+
+    @field_validator("start_lonlat")
+    @classmethod
+    def _lonlat(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not (-180 <= value[0] <= 180 and -90 <= value[1] <= 90):
+            raise ValueError("expected LON,LAT in degrees (WGS 84), longitude first, e.g. -110.5,45.7")
+        return value
 
 
 class ZonesConfig(_Section):
     """`spurgemap zones`: spot-spray treatment zones from the presence cells."""
 
-    buffer_m: float = 1.0
-    min_area_m2: float = 1.0
-    simplify_m: float = 0.25
-    rate_l_per_ha: float | None = None  # spray volume (L/ha; older name of treatment.carrier_l_per_ha)
+    buffer_m: float = Field(1.0, ge=0.0, le=1000.0)  # metres; more than 1 km is no spot spray
+    min_area_m2: float = Field(1.0, ge=0.0, le=1e6)
+    simplify_m: float = Field(0.25, ge=0.0, le=1000.0)  # clamped to buffer_m (it must not eat the buffer)
+    rate_l_per_ha: float | None = Field(None, gt=0.0, le=2000.0)  # spray volume (older name of treatment.carrier_l_per_ha)
     # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
     terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
     max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
@@ -269,8 +277,8 @@ class ZonesConfig(_Section):
 class ChangeConfig(_Section):
     """`spurgemap change`: when two maps' grids differ enough to warn."""
 
-    max_offset_cells: float = 0.25  # grid offset, as a fraction of a cell
-    max_resolution_diff: float = 0.05  # relative difference in cell size
+    max_offset_cells: float = Field(0.25, ge=0.0)  # grid offset, as a fraction of a cell
+    max_resolution_diff: float = Field(0.05, ge=0.0)  # relative difference in cell size
 
 
 class DemoConfig(_Section):
@@ -316,7 +324,9 @@ def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # extra advice for values whose rule the schema cannot state alone
-_HINTS = {"predict.stride_px": "; the stride must also divide the tile size (e.g. 125 or 50 for 250-px tiles)"}
+_HINTS = {"predict.stride_px": "; the stride must also divide the tile size (e.g. 125 or 50 for 250-px tiles)",
+          "zones.buffer_m": " (metres)", "zones.simplify_m": " (metres)", "zones.min_area_m2": " (square metres)",
+          "zones.rate_l_per_ha": " (litres per hectare)", "survey_plan.min_spacing_m": " (metres)"}
 
 
 def _origin(loc: tuple[Any, ...], given: dict[str, str]) -> str | None:

@@ -25,6 +25,7 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id, site_id_of
 from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.checks import check_start
 from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
@@ -130,6 +131,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     check_target(Path(inputs.out), inputs.overwrite, read)
     check_package_inputs(inputs.ortho, inputs.zones)
     m = io.read_map(inputs.maps, inputs.name)
+    io.require_metres(m, "survey-plan")
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")
@@ -167,6 +169,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         sx, sy = io.transform_xy([params.start_lonlat[0]], [params.start_lonlat[1]], "EPSG:4326", m.crs_wkt,
                                  "--start")
         start = np.array([sx[0], sy[0]])
+        check_start(start, m.transform, rr, cc, m.units_per_m, params.start_lonlat)
     else:  # south-west corner of the mapped cells
         start = np.array([m.transform.c + cc.min() * m.transform.a, m.transform.f + (rr.max() + 1) * m.transform.e])
     xy = np.column_stack([x, y]) / m.units_per_m

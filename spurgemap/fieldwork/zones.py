@@ -19,7 +19,7 @@ import pandas as pd
 from shapely import Polygon, contains_xy, get_parts, union_all
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.config import SpurgemapConfig
+from spurgemap.config import SpurgemapConfig, ZonesConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.prescriptions import check_date, site_name, write_field_outputs, zone_cap
@@ -90,6 +90,19 @@ def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.nd
     return pd.concat([table, dose_columns(table.area_ha.astype(float), config)], axis=1)
 
 
+def _sane(params: ZonesConfig, cell_m: float) -> ZonesConfig:
+    """--simplify beyond --buffer would cut the outline into the safety buffer: clamp it, and say so; a
+    buffer of many cells is legal but worth a word (the config already refuses > 1 km)."""
+    if params.buffer_m > 0 and params.simplify_m > params.buffer_m:
+        log.warning("--simplify %g m is larger than --buffer %g m and would eat into the safety buffer; "
+                    "simplifying by %g m", params.simplify_m, params.buffer_m, params.buffer_m)
+        params = params.model_copy(update={"simplify_m": params.buffer_m})
+    if params.buffer_m > 10 * cell_m:
+        log.warning("--buffer %g m is %.0f map cells of %.2f m: zones reach far beyond the mapped weed",
+                    params.buffer_m, params.buffer_m / cell_m, cell_m)
+    return params
+
+
 def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     params = config.zones
 
@@ -102,6 +115,8 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     check_target(Path(inputs.out), inputs.overwrite, [inputs.maps])
     m = io.read_map(inputs.maps, inputs.name)
     site = site_name(inputs.site, m.name, m.folder)
+    io.require_metres(m, "zones")
+    params = _sane(params, m.cell_m)
     upm = m.units_per_m
     present = m.cls == 1
     zones = make_zones(io.mask_polygons(present, m.transform), params.buffer_m * upm, params.min_area_m2 * upm**2,
