@@ -127,13 +127,13 @@ def report_shortfall(m: io.MapLayers, sel: Selection, eligible: np.ndarray, para
     counts = {kind: sum(r == kind for r in sel.reason) for kind in (RANDOM, UNCERTAIN)}
     asked = {RANDOM: params.n // 2, UNCERTAIN: params.n - params.n // 2}
     if counts[UNCERTAIN] < asked[UNCERTAIN]:
-        log.warning("%s: only %d of %d uncertain visits: %d cells have %.2f <= p <= %.2f "
-                    "(survey_plan.min_uncertainty=%g) and %g m spacing leaves room for %d", m.prob_path.name,
+        log.warning("%s: only %d of %d uncertain visits: %d eligible cells have %.2f <= p <= %.2f "
+                    "(survey_plan.min_uncertainty=%g) and the %g m spacing keeps %d of them", m.prob_path,
                     counts[UNCERTAIN], asked[UNCERTAIN], int(uncertain_cells.sum()), lo, hi, need,
                     params.min_spacing_m, counts[UNCERTAIN])
     if counts[RANDOM] < asked[RANDOM]:
-        log.warning("%s: only %d of %d random visits fit %g m apart", m.prob_path.name, counts[RANDOM],
-                    asked[RANDOM], params.min_spacing_m)
+        log.warning("%s: only %d of %d random visits fit %g m apart in the %d eligible cells", m.prob_path,
+                    counts[RANDOM], asked[RANDOM], params.min_spacing_m, int(eligible.sum()))
     below = [m.pct[r, c] < m.threshold * 100 for kind, r, c in zip(sel.reason, sel.rows, sel.cols, strict=True)
              if kind == UNCERTAIN]
     return {"min_uncertainty": need, "probability_from": round(lo, 4), "probability_to": round(hi, 4),
