@@ -137,7 +137,7 @@ def model_difference(b: io.MapLayers, a: io.MapLayers) -> list[str]:
         out.append(f"species {sb!r} vs {sa!r}")
     hb, ha = b.tags.get("bundle_sha256"), a.tags.get("bundle_sha256")
     if hb != ha:
-        out.append(f"model bundle {str(hb)[:12]} vs {str(ha)[:12]}")
+        out.append(f"model bundle {(hb or 'unknown')[:12]} vs {(ha or 'unknown')[:12]}")
     if abs(b.threshold - a.threshold) > 1e-6:
         out.append(f"threshold {b.threshold:g} vs {a.threshold:g}")
     return out
