@@ -92,3 +92,18 @@ def test_both_halves_get_their_share_when_spacing_binds(maps, tmp_path):
     gdf = gpd.read_file(res.files["gpkg"])
     unc = gdf[gdf.reason == "uncertain"]
     assert set(zip(unc.row, unc.col, strict=True)) <= set(BELOW) | set(ABOVE)
+
+
+def test_site_id_and_ortho_options(maps, tmp_path, caplog):
+    from fieldwork_maps import cli
+
+    with caplog.at_level(logging.WARNING):
+        res = run_survey_plan(plan_cfg(n=4), SurveyPlanInputs(maps, tmp_path / "p", site_id="North 7"))
+    assert set(gpd.read_file(res.files["gpkg"]).site_id) == {"North_7"}
+    assert res.summary["tile_check"]["checked"] is False  # the map's source 'site.tif' is not here: said so
+    assert any("tile.min_valid_fraction" in r.getMessage() and "--ortho" in r.getMessage() for r in caplog.records)
+    for args, what in ((("--ortho", tmp_path / "gone.tif"), "gone.tif: file not found"),
+                       (("--site-id", "///"), "--site-id '///'")):
+        r = cli("survey-plan", maps, "--n", 4, "--out", tmp_path / "q", *args)
+        assert r.exit_code == 2 and what in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "q").exists()
