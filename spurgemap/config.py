@@ -250,6 +250,8 @@ class SurveyPlanConfig(_Section):
     start_lonlat: tuple[float, float] | None = None  # default: the map's south-west corner
     seed: int = 0
     band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
+    # an "uncertain" visit needs 1 - confidence >= this (sits' min_uncert): 0.2 < p < 0.8 at t = 0.5
+    min_uncertainty: float = Field(0.4, ge=0.0, le=1.0)
 
     @field_validator("start_lonlat")
     @classmethod

@@ -281,6 +281,18 @@ def write_class_raster(path: Path, data: np.ndarray, transform: Affine, crs_wkt:
     return path
 
 
+def set_layer_description(gpkg: Path, layer: str, text: str) -> None:
+    """The GeoPackage's own description of a layer (``gpkg_contents``), shown by QGIS and ogrinfo."""
+    import sqlite3
+
+    con = sqlite3.connect(gpkg)
+    try:
+        con.execute("UPDATE gpkg_contents SET description = ? WHERE table_name = ?", (text, layer))
+        con.commit()
+    finally:
+        con.close()
+
+
 def embed_style(gpkg: Path, layer: str, qml: str, name: str) -> None:
     """Store a default style in the GeoPackage's ``layer_styles`` table, as QGIS does itself.
 
