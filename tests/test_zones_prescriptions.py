@@ -192,3 +192,12 @@ def test_grid_centres_take_their_zone():
     lon = lon0 + (np.arange(codes.shape[1]) + 0.5) * dlon
     glon, glat = np.meshgrid(lon, lat)
     assert np.array_equal(codes == 1, contains_xy(zone, glon, glat)) and codes.any()
+
+
+def test_a_clean_site_gives_empty_layers_and_no_taskdata(tmp_path):
+    maps = write_maps(tmp_path / "m", np.full((20, 20), 5, np.uint8), name="clean")
+    res = run_zones(cfg({"terminals": ["deere", "agfusion"]}, carrier_l_per_ha=150.0),
+                    ZonesInputs(maps, tmp_path / "z"))
+    assert res.zones == 0 and "taskdata" not in res.files and res.summary["saving_vs_broadcast"] == 1.0
+    assert pyogrio.read_info(res.files["shp_deere"])["features"] == 0
+    assert pyogrio.read_info(res.files["records_gpkg"])["features"] == 0
