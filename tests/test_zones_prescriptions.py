@@ -201,3 +201,24 @@ def test_a_clean_site_gives_empty_layers_and_no_taskdata(tmp_path):
     assert res.zones == 0 and "taskdata" not in res.files and res.summary["saving_vs_broadcast"] == 1.0
     assert pyogrio.read_info(res.files["shp_deere"])["features"] == 0
     assert pyogrio.read_info(res.files["records_gpkg"])["features"] == 0
+
+
+@needs_xsd
+def test_isoxml_partfield_holds_every_zone(maps, tmp_path):
+    from lxml import etree
+
+    from spurgemap.geo.isoxml import plain
+
+    res = run_zones(cfg(carrier_l_per_ha=80.0), ZonesInputs(maps, tmp_path / "z"))
+    root = etree.parse(str(res.files["taskdata"])).getroot()
+    (pfd,) = root.findall("PFD")
+    assert root.find("TSK").get("E") == pfd.get("A") == "PFD1" and pfd.get("C") == "site01"
+    pts = [(float(p.get("D")), float(p.get("C"))) for p in pfd.find("PLN").find("LSG").findall("PNT")]
+    assert pfd.find("PLN").get("A") == "1"
+    from shapely import Polygon
+
+    field = Polygon(pts)
+    zones = gpd.read_file(res.files["gpkg"]).to_crs(4326)
+    assert all(field.buffer(1e-9).contains(z) for z in zones.geometry)
+    assert int(pfd.get("D")) >= res.summary["mapped_area_m2"] * 0.99
+    assert plain(0.0000314) == "0.0000314" and plain(-0.0) == "0" and plain(12.5) == "12.5"
