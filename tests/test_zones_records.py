@@ -87,6 +87,7 @@ def test_infestation_records_generic(maps, tmp_path):
     assert len(rec) == len(gpkg) == res.zones > 3
     assert list(rec.record_id) == [f"site07-Z{i:03d}" for i in range(1, res.zones + 1)]
     assert (rec.species == "leafy spurge").all() and (rec.species_code == "EUES").all()
+    assert (rec.scientific_name == "Euphorbia esula").all()
     assert (rec.obs_date == "2025-06-15").all() and (rec.examiner == "J. Doe").all()  # the ortho's DateTime
     assert res.summary["records"]["date_from"].endswith("TIFF DateTime")
     assert (rec.status == "present").all() and rec.data_source.str.startswith("spurgemap 0.1.0 model 000000").all()

@@ -122,7 +122,8 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, sit
                                str(m.prob_path))
     cell_m2 = abs(m.transform.a * m.transform.e) / m.units_per_m**2
     records = infestation_table(site, table, np.asarray(lon), np.asarray(lat), cell_m2, m.cell_m,
-                                species=config.labels.species, code=config.labels.species_code, date=date,
+                                species=config.labels.species, scientific=config.labels.scientific_name,
+                                code=config.labels.species_code, date=date,
                                 examiner=examiner, source=source, spelling=params.records)
     files["records_csv"] = tmp / "infestations.csv"
     files["records_gpkg"] = tmp / "infestations.gpkg"

@@ -82,10 +82,14 @@ def grid_codes(zones_wgs84: Sequence[BaseGeometry], cell_m: float) -> tuple[np.n
     cols = max(1, math.ceil((maxx - minx) / dlon))
     lat = miny + (np.arange(rows) + 0.5) * dlat
     lon = minx + (np.arange(cols) + 0.5) * dlon
-    glon, glat = np.meshgrid(lon, lat)
     codes = np.zeros((rows, cols), np.uint8)
-    for code, zone in enumerate(zones_wgs84, 1):
-        codes[contains_xy(zone, glon, glat)] = code
+    for code, zone in enumerate(zones_wgs84, 1):  # each zone tests only the cells under its bounds
+        x0, y0, x1, y1 = zone.bounds
+        c0, c1 = max(int((x0 - minx) // dlon), 0), min(int((x1 - minx) // dlon) + 1, cols)
+        r0, r1 = max(int((y0 - miny) // dlat), 0), min(int((y1 - miny) // dlat) + 1, rows)
+        glon, glat = np.meshgrid(lon[c0:c1], lat[r0:r1])
+        window = codes[r0:r1, c0:c1]
+        window[contains_xy(zone, glon, glat)] = code
     return codes, miny, minx, dlat, dlon
 
 
