@@ -141,6 +141,9 @@ def test_terminal_profiles_read_back(maps, tmp_path):
     assert res.files["shp"] == expect["generic"][0] and res.files["shp_qml"].exists()
     assert len(pyogrio.read_info(expect["agfusion"][0])["fields"]) == 6
     assert terminals.shapefile_bytes(expect["agfusion"][0]) <= 250_000
+    zipped = expect["agfusion"][0].with_suffix(".zip")  # the upload: GDAL reads the Shapefile inside the zip
+    assert zipped.stat().st_size <= 250_000 and pyogrio.read_info(f"/vsizip/{zipped}")["features"] == res.zones
+    assert gpd.read_file(f"/vsizip/{zipped}").crs.to_epsg() == 4326
 
 
 def test_deere_names_are_8_3_and_unique_per_site():
