@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import rasterio
 from conftest import cli_ok
+from test_zones_prescriptions import ISOXML_XSD
 from typer.testing import CliRunner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "field_data" / "examples"
@@ -104,6 +105,11 @@ def test_demo_command_runs_the_built_stages(tmp_path):
         assert all((zones / t / f"{site}_zones.shp").exists() for t in ("raven", "trimble", "agfusion"))
         records = pd.read_csv(zones / "infestations.csv")
         assert (records.obs_date == "2025-06-15").all()  # the second season's flight date, from its TIFF tags
+        if ISOXML_XSD.is_file():  # ../shared beside the clone (tests/test_zones_prescriptions.py insists under CI)
+            from lxml import etree
+
+            schema = etree.XMLSchema(etree.parse(str(ISOXML_XSD)))
+            assert schema.validate(etree.parse(str(zones / "TASKDATA" / "TASKDATA.XML"))), schema.error_log
     flat = " ".join(res.stdout.split())
     assert "change: site01 new" in flat and "zones: site01" in flat and "survey-plan: site01" in flat
     # a plan for every site where cells are left once the surveyed plots are excluded, else it says why
