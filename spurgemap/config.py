@@ -36,6 +36,7 @@ class LabelRules(_Section):
     species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
     class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
     species_code: str = Field("EUES", min_length=1)  # USDA PLANTS symbol, for infestation records
+    scientific_name: str = "Euphorbia esula"  # for infestation records (NAISMA asks for it)
 
     @field_validator("present", "absent")
     @classmethod

@@ -155,7 +155,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
         kml = pd.DataFrame({"Name": [f"zone {i}" for i in table.zone_id],
                             "Description": [f"{a:.1f} m², mean probability {p:.2f}"
                                             for a, p in zip(table.area_m2, table.mean_prob, strict=True)]})
-        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver="KML", to_wgs84=True)
+        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver=io.kml_driver(), to_wgs84=True)
         files["qml"].write_text(zones_vector_qml(), encoding="utf-8")
         files.update(write_field_outputs(tmp, config, m, site, table, zones, summary, inputs.date, inputs.examiner))
         files["summary_json"].write_text(json.dumps({**summary, "zone_list": table.to_dict("records")}, indent=2))
