@@ -25,6 +25,7 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id
 from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.field_sheet import SheetInputs, write_field_sheet
 from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
@@ -255,8 +256,11 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
         visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
-                       list(table.reason))
+                       list(table.reason), m.units_per_m)
         ortho = inputs.ortho or map_source(m.prob_path)
+        files["sheet"] = write_field_sheet(tmp / "field_sheet.pdf", SheetInputs(
+            site, table, x[order], y[order], start, m.pct, m.transform, m.crs_wkt, m.threshold, m.units_per_m,
+            length, config.labels.species, ortho))
         files.update(write_qfield_package(tmp, QFieldInputs(
             site, table, list(points(np.column_stack([x[order], y[order]]))), m.crs_wkt, m.prob_path, m.threshold,
             config.labels.species, ortho, list(inputs.exclude), inputs.zones)))
