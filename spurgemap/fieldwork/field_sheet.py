@@ -50,6 +50,17 @@ def _kind(table: pd.DataFrame) -> list[str]:
     return [str(v) for v in table[col]] if col else [""] * len(table)
 
 
+def _overlay(pct: np.ndarray, over_photo: bool) -> np.ndarray:
+    """RGBA of the probability: over a photo, transparent at 0 % and more opaque towards 100 %, so clear
+    ground shows the imagery and likely spurge stands out (as the QGIS style does)."""
+    from matplotlib import colormaps
+
+    p = np.where(pct == NODATA, 0, pct).astype(float) / 100
+    rgba = colormaps["RdPu"](p)
+    rgba[..., 3] = np.where(pct == NODATA, 0.0, 0.55 * p if over_photo else 0.9)
+    return rgba
+
+
 def _map(ax: Any, s: SheetInputs) -> None:
     h, w = s.pct.shape
     t = s.transform
@@ -59,12 +70,12 @@ def _map(ax: Any, s: SheetInputs) -> None:
     if photo is not None:
         rgba, (left, bottom, right, top) = photo
         ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="bilinear", zorder=1)
-    ax.imshow(np.ma.masked_equal(s.pct, NODATA), extent=extent, cmap="RdPu", vmin=0, vmax=100,
-              alpha=0.45 if photo is not None else 0.9, interpolation="nearest", zorder=2)
+    ax.imshow(_overlay(s.pct, photo is not None), extent=extent, interpolation="nearest", zorder=2)
     ax.plot(np.r_[s.start[0], s.x], np.r_[s.start[1], s.y], "--", color="#222222", lw=0.8, zorder=3)
     ax.plot(s.start[0], s.start[1], "k^", ms=8, zorder=4)
-    ax.annotate("start", (s.start[0], s.start[1]), xytext=(5, -10), textcoords="offset points", fontsize=7,
-                zorder=4)
+    ax.annotate("start", (s.start[0], s.start[1]), xytext=(6, 4), textcoords="offset points", fontsize=7,
+                zorder=4, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                "alpha": 0.8})
     for i, (a, b, kind) in enumerate(zip(s.x, s.y, _kind(s.table), strict=True)):
         label = str(s.table["visit"].iloc[i]) if "visit" in s.table.columns else str(i + 1)
         ax.plot(a, b, "o", ms=13, color=KIND_COLOURS.get(kind, "#444444"), mec="white", mew=1.2, zorder=5)

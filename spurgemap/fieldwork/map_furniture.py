@@ -18,7 +18,8 @@ def nice_length(span_m: float) -> float:
 
 
 def scale_bar(ax: Any, units_per_m: float = 1.0, fontsize: float = 7) -> float:
-    """Four alternating black/white segments in the lower left, labelled in metres; returns the length (m)."""
+    """Four alternating black/white segments in the lower right (the walk starts in the south-west),
+    labelled in metres; returns the length (m)."""
     from matplotlib.patches import Rectangle
 
     x0, x1 = ax.get_xlim()
@@ -26,7 +27,7 @@ def scale_bar(ax: Any, units_per_m: float = 1.0, fontsize: float = 7) -> float:
     width, height = abs(x1 - x0), abs(y1 - y0)
     length_m = nice_length(width / units_per_m)
     length = length_m * units_per_m
-    left, bottom = min(x0, x1) + 0.04 * width, min(y0, y1) + 0.05 * height
+    left, bottom = max(x0, x1) - 0.04 * width - length, min(y0, y1) + 0.05 * height
     bar_h = 0.012 * height
     ax.add_patch(Rectangle((left - 0.01 * width, bottom - 0.035 * height), length + 0.02 * width,
                            0.075 * height, facecolor="white", alpha=0.75, edgecolor="none", zorder=9))
