@@ -67,6 +67,8 @@ VARIANTS: dict[str, Variant] = {
     "no-context": Variant("no context step", {"train.context": False}),
     "no-calibration": Variant("no calibration", {"train.calibration": "none"}),
     "tile-labels-thr": Variant("threshold on tile labels", {"train.threshold_labels": "tile"}),
+    "trusted-thr": Variant("threshold on trusted labels", {"train.threshold_labels": "trusted"},
+                           note="absent tiles + each present plot by its likeliest tile"),
     "recall0.9": Variant("operating point recall=0.9", {"train.operating_point": "recall=0.9"}),
     "precision0.9": Variant("operating point precision=0.9", {"train.operating_point": "precision=0.9"}),
     "isotonic": Variant("isotonic calibration", {"train.calibration": "isotonic"}),
@@ -81,7 +83,7 @@ VARIANTS: dict[str, Variant] = {
     "colour-norm": Variant("per-orthomosaic colour normalisation", data="colour-norm",
                            note="each site's channel mean/std matched to the training sites' pooled ones"),
 }
-DEFAULT_VARIANTS = "before,defaults,site-folds,no-context,tile-labels-thr"
+DEFAULT_VARIANTS = "before,defaults,site-folds,no-context,trusted-thr"
 
 
 def _cfg(args: argparse.Namespace, over: dict[str, Any]) -> Any:

@@ -13,7 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from spurgemap.config_field import TERMINALS, Product, Terminal, TreatmentConfig
 from spurgemap.core.errors import InputError
+
+__all__ = ["TERMINALS", "Product", "Terminal", "TreatmentConfig"]  # re-exported: one schema (config_field.py)
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -31,6 +34,7 @@ class LabelRules(_Section):
     columns: list[str] = ["presence", "label", "spurge", "present", "status"]
     species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
     class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
+    species_code: str = Field("EUES", min_length=1)  # USDA PLANTS symbol, for infestation records
 
     @field_validator("present", "absent")
     @classmethod
@@ -103,7 +107,7 @@ class TrainConfig(_Section):
     channels_last: bool = True
     threads: int | None = Field(None, ge=1)
     # issue 22: what the map's probability and threshold are fitted on (model/calibration.py)
-    threshold_labels: Literal["trusted", "tile"] = "trusted"  # trusted: absent tiles + present plots' top tile
+    threshold_labels: Literal["trusted", "tile"] = "tile"  # trusted: absent tiles + present plots' top tile
     operating_point: str = "balanced"  # balanced | recall=R | precision=P (on the trusted labels)
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     context: bool = True  # mix each cell's logit with its neighbours' (weight fitted out of fold)
@@ -253,7 +257,13 @@ class ZonesConfig(_Section):
     buffer_m: float = 1.0
     min_area_m2: float = 1.0
     simplify_m: float = 0.25
-    rate_l_per_ha: float | None = None  # herbicide rate; without it RATE is 1 (on/off)
+    rate_l_per_ha: float | None = None  # spray volume (L/ha; older name of treatment.carrier_l_per_ha)
+    # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
+    terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
+    max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
+    merge_step_m: float = Field(0.5, gt=0.0)  # buffer step when zones are merged to fit the cap
+    isoxml_grid: bool = False  # TASKDATA as a type-2 grid of zone codes instead of zone polygons
+    records: Literal["generic", "eddmaps"] = "generic"  # column spellings of infestations.csv/.gpkg
 
 
 class ChangeConfig(_Section):
@@ -285,6 +295,7 @@ class SpurgemapConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     survey_plan: SurveyPlanConfig = SurveyPlanConfig()
     zones: ZonesConfig = ZonesConfig()
+    treatment: TreatmentConfig = TreatmentConfig()
     change: ChangeConfig = ChangeConfig()
     demo: DemoConfig = DemoConfig()
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import rasterio
 import torch
-from conftest import make_rgba
+from conftest import cli_ok, make_rgba
 
 from spurgemap.campaign import CampaignInputs, expand_orthos, run_campaign
 from spurgemap.campaign.stage import site_names
@@ -25,10 +25,15 @@ from spurgemap.predict import PredictInputs, run_predict
 SITES = ("north", "south", "east")
 
 
-def write_bundle(path: Path, threshold: float) -> Path:
+def write_bundle(path: Path, threshold: float, head_std: float = 0.0) -> Path:
+    """A random tiny bundle; `head_std` > 0 spreads its probabilities from tile to tile."""
     torch.manual_seed(0)
     backbone, spec = create_backbone("test_efficientnet", pretrained=False)
-    save_bundle(path, SpurgeClassifier(backbone, spec.num_features).eval(), {
+    model = SpurgeClassifier(backbone, spec.num_features).eval()
+    if head_std:
+        with torch.no_grad():
+            model.head.weight.normal_(0, head_std)
+    save_bundle(path, model, {
         "spurgemap_version": "test", "backbone": "test_efficientnet", "input_size": 64, "mean": [0.5] * 3,
         "std": [0.5] * 3, "class_names": ["no_spurge", "leafy_spurge"], "tile_size_px": 250, "gsd_m": 0.014,
         "threshold": threshold})
@@ -81,7 +86,8 @@ def test_campaign_on_two_processes_equals_single_runs_and_survives_a_bad_file(fi
         alone = run_predict(cfg, PredictInputs(ortho, bundle, ref))
         _same_maps(ref, maps / site)
         assert rows[site]["status"] == "ok"
-        assert float(rows[site]["spurge_area_ha"]) == alone.summary["spurge_area_ha"]
+        assert float(rows[site]["present_area_ha"]) == alone.summary["present_area_ha"]
+        assert rows[site]["spurge_area_ha"] == rows[site]["present_area_ha"]  # leafy spurge keeps its old column
         assert float(rows[site]["mapped_area_ha"]) == alone.summary["mapped_area_ha"]
         layer = gpd.read_file(ref / "ortho_presence.gpkg", layer="presence").to_crs(4326)
         layer.insert(0, "site", site)
@@ -133,3 +139,22 @@ def test_local_workers_keep_the_allocator_adaptive_and_get_their_share_of_thread
         assert list(engine.client.run(profiling).values()) == [False]
     cores = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() or 1)))  # the user's own setting wins
     assert seen == [{"MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"), "OMP_NUM_THREADS": cores}]
+
+
+def test_campaign_of_another_species_lists_its_area_per_site(tmp_path):
+    """Predict writes species-neutral keys for any species; the campaign once read leafy spurge's only."""
+    cli_ok("demo-data", tmp_path / "data", "--sites", 2, "--size", 2600, "--seed", 1)
+    bundle = write_bundle(tmp_path / "model.spurge", 0.5, head_std=50.0)
+    maps = tmp_path / "maps"
+    res = cli_ok("predict", tmp_path / "data" / "sites" / "*" / "ortho.tif", "--model", bundle, "--out", maps,
+                 "--workers", 1, "--set", "labels.species=giant hogweed")
+    assert "giant hogweed ha" in res.output
+    rows = list(csv.DictReader((maps / "campaign_summary.csv").open()))
+    assert [r["site"] for r in rows] == ["site01", "site02"]
+    assert not {"spurge_area_ha", "spurge_share"} & set(rows[0])
+    for r in rows:
+        alone = json.loads((maps / r["site"] / "ortho_summary.json").read_text())
+        assert r["status"] == "ok" and r["species"] == "giant hogweed" == alone["species"]
+        assert float(r["present_area_ha"]) == alone["present_area_ha"] > 0
+        assert float(r["present_share"]) == alone["present_share"] < 1
+        assert float(r["mapped_area_ha"]) == alone["mapped_area_ha"]

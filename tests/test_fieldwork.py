@@ -139,7 +139,7 @@ def test_gpx_and_csv_close_the_survey_loop(plan, cfg):
     ll = gdf.to_crs(4326)
     wpt = pyogrio.read_dataframe(res.files["gpx"], layer="waypoints")
     assert wpt.crs.to_epsg() == 4326
-    assert list(wpt["name"]) == [str(v) for v in gdf.visit]
+    assert list(wpt["name"]) == list(gdf.plot_id) == [f"site-V{v:02d}" for v in gdf.visit]
     assert np.allclose(wpt.geometry.x, ll.geometry.x, atol=1e-7)
     assert np.allclose(wpt.geometry.y, ll.geometry.y, atol=1e-7)
     rte = pyogrio.read_dataframe(res.files["gpx"], layer="route_points")
@@ -147,8 +147,13 @@ def test_gpx_and_csv_close_the_survey_loop(plan, cfg):
     routes = pyogrio.read_dataframe(res.files["gpx"], layer="routes")
     assert len(routes) == 1 and len(routes.geometry[0].coords) == len(gdf)
     table = pd.read_csv(res.files["csv"], dtype=str, keep_default_na=False)
-    assert list(table.columns[:6]) == ["visit", "site_id", "plot_id", "lon", "lat", "reason"]
+    assert list(table.columns[:9]) == ["visit", "site_id", "plot_id", "lon", "lat", "easting", "northing", "epsg",
+                                       "reason"]
     assert np.allclose(table.lon.astype(float), ll.geometry.x, atol=1e-7)
+    # UTM beside lon/lat: the map's own EPSG code and coordinates (to the millimetre)
+    assert set(table.epsg) == {"32612"} and (table.site_id == "site").all()
+    assert np.allclose(table.easting.astype(float), gdf.geometry.x, atol=1e-3)
+    assert np.allclose(table.northing.astype(float), gdf.geometry.y, atol=1e-3)
     filled = res.files["csv"].parent.parent / "filled.csv"
     table.assign(presence=["yes", "no"] * 8).to_csv(filled, index=False)
     layer = read_plots(filled)  # what `tile --plots` reads: a point survey

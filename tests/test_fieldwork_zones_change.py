@@ -66,7 +66,7 @@ def test_zones_cover_every_present_cell(maps, tmp_path, buffer, simplify):
     assert res.summary["present_cells_untreated"] == 0
     assert np.allclose(gdf.area_m2, gdf.geometry.area, rtol=1e-3)  # ground m² ~ UTM m²
     assert res.summary["treated_area_m2"] == pytest.approx(gdf.area_m2.sum(), abs=0.01)
-    assert res.summary["herbicide_l"] == pytest.approx(gdf.area_m2.sum() / 1e4 * 100, abs=1e-3)
+    assert res.summary["spray_volume_l"] == pytest.approx(gdf.area_m2.sum() / 1e4 * 100, abs=1e-3)
     mapped = (make_pct() != 255).sum() * CELL**2
     assert res.summary["share_of_site"] == pytest.approx(gdf.area_m2.sum() / mapped, abs=2e-3)
     pct = make_pct()

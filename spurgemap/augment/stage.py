@@ -44,7 +44,7 @@ from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
 from spurgemap.core.progress import progress
-from spurgemap.core.workdir import resumable_workdir, staged_dir
+from spurgemap.core.workdir import check_target, preflight, resumable_workdir, staged_dir
 from spurgemap.geo.maps import rasterize_on_tiles
 from spurgemap.geo.vector import read_tile_index
 from spurgemap.tile.tileset import TileSet, load_tile_set
@@ -151,9 +151,11 @@ def _model(config: SpurgemapConfig) -> DiffusionModel:
 
 def run_learn_tokens(config: SpurgemapConfig, inputs: TokenInputs) -> TokenResult:
     a = config.augment
+    tiles = inputs.tiles.root if isinstance(inputs.tiles, TileSet) else inputs.tiles
+    check_target(inputs.out, inputs.overwrite, [tiles])
     sel = select_tiles(_tile_set(inputs.tiles), a.sites, a.shots, config.seed, inputs.tile_ids)
     model = _model(config)
-    with staged_dir(inputs.out, inputs.overwrite) as tmp:
+    with staged_dir(inputs.out, inputs.overwrite, "augment learn-tokens", [tiles]) as tmp:
         _apply_erasure(config, model, [], tmp)
         res = _learn(config, model, sel, tmp)
         (tmp / "config.yaml").write_text(dump_config(config))
@@ -191,6 +193,15 @@ class AugmentResult:
     token_result: TokenResult | None = field(default=None, repr=False)
 
 
+def _inputs(inputs: AugmentInputs) -> list[Path | None]:
+    """What --out must not equal, contain or lie inside (tokens may be OUT/tokens of an earlier run)."""
+    tiles = inputs.tiles.root if isinstance(inputs.tiles, TileSet) else inputs.tiles
+    tokens = inputs.tokens
+    if tokens is not None and Path(tokens).resolve().is_relative_to(Path(inputs.out).resolve()):
+        tokens = None
+    return [tiles, inputs.mask_layer, tokens]
+
+
 def _key(config: SpurgemapConfig, sel: Selection, model: DiffusionModel, inputs: AugmentInputs) -> str:
     text = "|".join([dump_config(config), sel.tiles.digest, ",".join(sel.ids), model.model_hash,
                      str(inputs.tokens.resolve()) if inputs.tokens else "",
@@ -208,6 +219,7 @@ def _check_token_leakage(meta: dict[str, Any], sel: Selection, folder: Path) -> 
 def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult:
     start = time.perf_counter()
     a = config.augment
+    preflight(inputs.out, inputs.overwrite and not inputs.rank, _inputs(inputs))
     methods_used(a)  # validates compose settings before anything loads
     sel = select_tiles(_tile_set(inputs.tiles), a.sites, a.shots, config.seed, inputs.tile_ids)
     if inputs.tokens is not None and not needs_tokens(a):
@@ -231,7 +243,7 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
     if inputs.rank:
         sync()  # main process first: the others reuse its work folder, erased UNet and tokens
     work, resumed = resumable_workdir(inputs.out, inputs.overwrite and not inputs.rank,
-                                      _key(config, sel, model, inputs))
+                                      _key(config, sel, model, inputs), "augment", _inputs(inputs))
     if not resumed and not inputs.rank:  # --overwrite: nothing of an earlier run (other tiles, seed, tokens)
         _clear_outputs(inputs.out, keep=inputs.tokens)
     _apply_erasure(config, model, [p for p in (inputs.tokens, inputs.out) if p is not None], inputs.out)

@@ -18,6 +18,7 @@ from distributed import as_completed, get_worker
 from spurgemap.campaign.engine import dask_engine
 from spurgemap.config import SpurgemapConfig
 from spurgemap.core.progress import progress
+from spurgemap.core.workdir import claim_dir
 from spurgemap.evaluate.stage import EvaluateInputs, EvaluateResult, evaluate_cell, run_evaluate
 from spurgemap.tile.tileset import TileSet, load_tile_set
 
@@ -54,7 +55,7 @@ def run_evaluate_distributed(config: SpurgemapConfig, inputs: EvaluateInputs, wo
         raise TypeError("distributed evaluate needs the tile-set folder, not a loaded TileSet")
     e = config.evaluate
     grid = [(m, k, s) for m in e.methods for k in e.shots for s in e.seeds]
-    inputs.out.mkdir(parents=True, exist_ok=True)
+    claim_dir(inputs.out, "evaluate", [Path(inputs.tiles)])
     dump = config.model_dump(mode="json")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     with dask_engine(workers, scheduler, gpus=gpus, one_task_per_worker=True) as engine:

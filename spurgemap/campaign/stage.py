@@ -28,13 +28,15 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id
 from spurgemap.core.progress import progress
+from spurgemap.core.workdir import claim_dir
 from spurgemap.geo.campaign import campaign_crs, crs_name, merge_presence
 
 log = logging.getLogger(__name__)
 SUMMARY = "campaign_summary.csv"
 PRESENCE = "campaign_presence.gpkg"
-COLUMNS = ["site", "orthomosaic", "status", "error", "mapped_area_ha", "spurge_area_ha", "spurge_share",
+COLUMNS = ["site", "orthomosaic", "status", "error", "species", "mapped_area_ha", "present_area_ha", "present_share",
            "tiles_predicted", "tiles_per_second", "seconds", "folder"]
+LEGACY = {"spurge_area_ha": "present_area_ha", "spurge_share": "present_share"}  # leafy spurge's earlier columns
 
 
 @dataclass
@@ -109,9 +111,11 @@ def _row(site: str, ortho: Path, folder: Path, status: str, error: str, summary:
     row.update(site=site, orthomosaic=str(ortho), status=status, error=error, folder=folder.name)
     if summary is not None:
         s = json.loads(summary.read_text())
-        row.update(mapped_area_ha=s["mapped_area_ha"], spurge_area_ha=s["spurge_area_ha"],
-                   spurge_share=s["spurge_share"], tiles_predicted=s["tiles_predicted"],
+        row.update(species=s["species"], mapped_area_ha=s["mapped_area_ha"], present_area_ha=s["present_area_ha"],
+                   present_share=s["present_share"], tiles_predicted=s["tiles_predicted"],
                    tiles_per_second=s["tiles_per_second"], seconds=s["seconds"])
+        if all(k in s for k in LEGACY):  # predict keeps them for leafy spurge only: so does the campaign
+            row.update({k: s[k] for k in LEGACY})
     return row
 
 
@@ -122,9 +126,7 @@ def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
         raise InputError(f"--model {inputs.model}: bundle not found")
     names = site_names(inputs.orthos)
     out = inputs.out
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_dir(out, "predict", [*inputs.orthos, inputs.model, inputs.aoi, inputs.plots])
     crs_text = inputs.crs
     if crs_text:
         campaign_crs(crs_text, None)  # a bad --campaign-crs fails before any work
@@ -168,9 +170,10 @@ def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
           for r in rows if r["status"] == "ok"]
     crs_wkt = campaign_crs(crs_text, ok[0][1] if ok else None)
     polygons = merge_presence(ok, crs_wkt, out / PRESENCE)
+    legacy = [k for k in LEGACY if any(k in r for r in rows)]
     tmp = out / f".{SUMMARY}.tmp"
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, COLUMNS)
+        writer = csv.DictWriter(fh, COLUMNS + legacy, restval="")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, out / SUMMARY)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
 from spurgemap import __version__
@@ -20,11 +17,12 @@ from spurgemap.cli.options import (
     SchedulerOpt,
     SetOpt,
     WorkersOpt,
+    install_sigterm,
     load_cli_config,
     out,
     parse_numbers,
-    route_warnings,
     run_guarded,
+    setup_logging,
     split_list,
     warn_tiny_model,
 )
@@ -33,17 +31,6 @@ from spurgemap.core.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Map leafy spurge from drone orthomosaics.")
-log = logging.getLogger("spurgemap")
-
-
-def _setup_logging(debug: bool, quiet: bool) -> None:
-    handler = RichHandler(console=Console(stderr=True), show_path=debug, show_time=False,
-                          rich_tracebacks=False)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
-                        format="%(message)s", handlers=[handler], force=True)
-    for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    route_warnings()
 
 
 @app.callback()
@@ -52,7 +39,7 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
-    _setup_logging(debug, quiet)
+    setup_logging(debug, quiet)
 
 
 @app.command("demo-data")
@@ -255,16 +242,16 @@ def _predict_campaign(cfg: Any, paths: list[Path], model: Path, out_dir: Path, a
         where = f"scheduler {scheduler}" if scheduler else "a local cluster"
         out.print(f"{len(paths)} orthomosaics on {where} with {n} worker(s)"
                   + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
-
     res = run_campaign(cfg, CampaignInputs(paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, crs),
                        on_start=started)
+    sp = next((r["species"] for r in res.rows if r["species"]), cfg.labels.species)  # predict's: config or bundle
     table = Table(title=f"campaign in {res.out}")
-    for col in ("site", "status", "mapped ha", "spurge ha", "spurge %", "tiles/s"):
+    for col in ("site", "status", "mapped ha", f"{sp} ha", f"{sp} %", "tiles/s"):
         table.add_column(col, justify="left" if col in ("site", "status") else "right")
     for r in res.rows:
-        share = f"{100 * float(r['spurge_share']):.1f}" if r["status"] == "ok" else ""
+        share = f"{100 * float(r['present_share']):.1f}" if r["status"] == "ok" else ""
         table.add_row(r["site"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-                      str(r["mapped_area_ha"]), str(r["spurge_area_ha"]), share, str(r["tiles_per_second"]))
+                      str(r["mapped_area_ha"]), str(r["present_area_ha"]), share, str(r["tiles_per_second"]))
     out.print(table)
     out.print(f"{len(res.rows) - len(res.failed)} of {len(res.rows)} mapped ({res.redone} this run) in "
               f"{res.seconds:.1f} s; campaign layer in {res.crs} -> {res.files['presence']}")
@@ -393,6 +380,7 @@ register_fieldwork(app)
 
 
 def run() -> None:  # console-script entry point
+    install_sigterm()
     app(prog_name="spurgemap")
 
 

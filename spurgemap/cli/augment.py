@@ -169,7 +169,7 @@ def tiny_model(
     from spurgemap.augment.tiny import write_tiny_model
 
     def go() -> None:
-        with staged_dir(out_dir, overwrite=False) as tmp:
+        with staged_dir(out_dir, False, "augment tiny-model") as tmp:
             write_tiny_model(tmp, seed=seed or 0)
         out.print(f"tiny random diffusion model (64 px, random weights: mechanics only) -> {out_dir}")
 

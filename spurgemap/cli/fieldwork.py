@@ -7,9 +7,22 @@ from typing import Annotated
 
 import typer
 
-from spurgemap.cli.options import ConfigOpt, OverwriteOpt, SetOpt, load_cli_config, out, parse_numbers, run_guarded
+from spurgemap.cli.options import (
+    CLI_NAMES,
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    load_cli_config,
+    out,
+    parse_numbers,
+    run_guarded,
+)
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
+# option names of the zones keys whose option is not "--" + the key's last word (for one-line errors)
+CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "zones.terminals": "--terminal",
+                  "treatment.tank_l": "--tank-l", "zones.rate_l_per_ha": "--rate",
+                  "zones.isoxml_grid": "--isoxml-grid"})
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
 
 
@@ -25,8 +38,11 @@ def survey_plan(
     plots: Annotated[list[Path] | None, typer.Option("--plots", help="Surveyed plots to leave out.")] = None,
     survey: Annotated[list[Path] | None, typer.Option("--survey", help="Surveyed points to leave out "
                                                       "(point layer or point CSV).")] = None,
-    ortho: Annotated[Path | None, typer.Option("--ortho", help="Orthomosaic for the QField basemap and the "
-                                               "field sheet (default: the map's source).")] = None,
+    site_id: Annotated[str | None, typer.Option("--site-id", help="Site id of the visits (default: the "
+                                                "plots' site, else the orthomosaic's site folder).")] = None,
+    ortho: Annotated[Path | None, typer.Option("--ortho", help="The orthomosaic the map was made from "
+                                               "(default: the map's source): checks tile.min_valid_fraction; "
+                                               "QField basemap and field sheet.")] = None,
     zones: Annotated[Path | None, typer.Option("--zones", help="Zones layer to show in the QField project.")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
@@ -43,12 +59,16 @@ def survey_plan(
             "survey_plan.n": n, "survey_plan.min_spacing_m": min_spacing, "survey_plan.seed": seed,
             "survey_plan.start_lonlat": list(lonlat) if lonlat else None})
         res = run_survey_plan(cfg, SurveyPlanInputs(maps, out_dir, name, [*(plots or []), *(survey or [])],
-                                                       overwrite, ortho, zones))
+                                                       overwrite, site_id, ortho, zones))
         s = res.summary
         out.print(f"{res.n_visits} visits ({s['uncertain_visits']} uncertain, {s['random_visits']} random), "
                   f"route {res.route_length_m:.0f} m -> {res.out}")
 
     run_guarded(go)
+
+
+def parse_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text is not None else None
 
 
 def zones(
@@ -58,24 +78,46 @@ def zones(
     min_area: Annotated[float | None, typer.Option("--min-area",
                                                    help="Drop zones and holes under this (m²; 1).")] = None,
     simplify: Annotated[float | None, typer.Option("--simplify", help="Outline simplification (m; 0.25).")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", help="Herbicide rate (L/ha) for RATE and volume.")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Spray volume (L/ha); older name of --carrier.")] = None,
+    # -- issue 24: prescriptions, dose and records
+    carrier: Annotated[float | None, typer.Option("--carrier", help="Spray volume, water + product (L/ha): "
+                                                  "the prescription rate.")] = None,
+    product: Annotated[str | None, typer.Option("--product", help="Product from the config's treatment table "
+                                                "(an example of label rates, not advice).")] = None,
+    tank: Annotated[float | None, typer.Option("--tank-l", help="Sprayer tank (L), for tank loads.")] = None,
+    terminal: Annotated[str | None, typer.Option("--terminal", help="Shapefile profiles, comma-separated: "
+                                                 "generic, deere, trimble, raven, agfusion.")] = None,
+    max_zones: Annotated[int | None, typer.Option("--max-zones", help="Zone cap (default the terminal's); "
+                                                  "nearest zones are merged to fit.")] = None,
+    isoxml_grid: Annotated[bool | None, typer.Option("--isoxml-grid/--isoxml-zones",
+                                                     help="TASKDATA as a grid of zone codes.")] = None,
+    records: Annotated[str | None, typer.Option("--records", help="Infestation record columns: generic or "
+                                                "eddmaps.")] = None,
+    date: Annotated[str | None, typer.Option("--date", help="Observation date YYYY-MM-DD (default the "
+                                             "flight date in the orthomosaic's tags).")] = None,
+    examiner: Annotated[str | None, typer.Option("--examiner", help="Who examined (infestation records).")] = None,
+    site: Annotated[str | None, typer.Option("--site", help="Site name in file names and records.")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Spot-spray treatment zones (GPKG, Shapefile with RATE, KML) from a presence map."""
+    """Spot-spray zones: GPKG, terminal Shapefile, ISOXML TASKDATA, dose, infestation records, KMZ."""
     # Deferred: a command loads only its own stage (fast --help).
     from spurgemap.fieldwork import ZonesInputs, run_zones
+    from spurgemap.fieldwork.prescriptions import tank_text
 
     def go() -> None:
-        cfg = load_cli_config(config, set_, **{"zones.buffer_m": buffer, "zones.min_area_m2": min_area,
-                                               "zones.simplify_m": simplify, "zones.rate_l_per_ha": rate})
-        res = run_zones(cfg, ZonesInputs(maps, out_dir, name, overwrite))
+        cfg = load_cli_config(config, set_, **{
+            "zones.buffer_m": buffer, "zones.min_area_m2": min_area, "zones.simplify_m": simplify,
+            "zones.rate_l_per_ha": rate, "treatment.carrier_l_per_ha": carrier, "treatment.product": product,
+            "treatment.tank_l": tank, "zones.terminals": parse_list(terminal), "zones.max_zones": max_zones,
+            "zones.isoxml_grid": isoxml_grid, "zones.records": records})
+        res = run_zones(cfg, ZonesInputs(maps, out_dir, name, overwrite, site=site, date=date, examiner=examiner))
         s = res.summary
-        vol = f", {s['herbicide_l']:.2f} L herbicide" if s["herbicide_l"] is not None else ""
+        dose = tank_text(s)
         out.print(f"{res.zones} zones, {s['treated_area_m2']:.1f} m² ({100 * s['share_of_site']:.1f} % of the "
-                  f"site){vol} -> {res.out}")
+                  f"site){', ' + dose if dose else ''} -> {res.out}")
 
     run_guarded(go)
 

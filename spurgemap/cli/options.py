@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 
 from spurgemap.config import SpurgemapConfig, load_config
 from spurgemap.core.errors import InputError, SpurgemapError
@@ -25,6 +27,29 @@ WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", help="Dask LocalCluster worker processes (default: one per 2 cores, or per GPU).")]
 SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786; its workers must see the same paths.")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, `timeout`), raised in the main thread so that staged output folders
+    are removed on the way out, as for Ctrl-C."""
+
+
+def install_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` (the default action would leave `.X.partial-*` folders behind)."""
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def setup_logging(debug: bool, quiet: bool) -> None:
+    handler = RichHandler(console=Console(stderr=True), show_path=debug, show_time=False,
+                          rich_tracebacks=False)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    route_warnings()
 
 
 def route_warnings() -> None:
@@ -59,9 +84,10 @@ def run_guarded(fn: Callable[[], T]) -> T:
             raise
         typer.echo(f"spurgemap: error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("spurgemap: interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        typer.echo(f"spurgemap: {'terminated' if terminated else 'interrupted'}", err=True)
+        raise typer.Exit(143 if terminated else 130) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:

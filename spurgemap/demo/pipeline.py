@@ -10,7 +10,7 @@ from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.progress import progress
-from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.core.workdir import check_target, claim_dir, staged_dir
 from spurgemap.demo.sites import DemoResult, demo_rows, make_demo_data, relocate
 from spurgemap.fieldwork import ChangeInputs, SurveyPlanInputs, ZonesInputs, run_change, run_survey_plan, run_zones
 from spurgemap.predict.stage import PredictInputs, run_predict
@@ -30,7 +30,7 @@ class DemoRun:
 def write_demo_data(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> DemoResult:
     """Demo data into `out`, atomically (the generator itself writes into a staged folder)."""
     total = demo_rows(config.demo)
-    with staged_dir(out, overwrite) as tmp, progress(total, "demo data", unit="rows") as advance:
+    with staged_dir(out, overwrite, "demo-data") as tmp, progress(total, "demo data", unit="rows") as advance:
         seen = 0
 
         def step(done: int, _total: int) -> None:
@@ -49,6 +49,7 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
         config = config.model_copy(update={"demo": config.demo.model_copy(update={"years": 2})})
     run = DemoRun(out)
     check_target(out, overwrite)
+    claim_dir(out, "demo")
     data = write_demo_data(config, out / "data", overwrite=True)
     run.stages["demo-data"] = (f"{len(data.site_ids)} sites, {data.n_plots} plots, "
                                f"{data.megapixels:.0f} Mpx in {data.seconds:.1f} s -> {data.out}")

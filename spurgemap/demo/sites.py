@@ -118,6 +118,11 @@ def relocate(result: DemoResult, old: Path, new: Path) -> DemoResult:
         later_truths={y: [move(p) for p in ps] for y, ps in result.later_truths.items()})
 
 
+def flight_date(year: int) -> str:
+    """The demo flight of season ``year`` (1 = 2024), mid-June as leafy spurge flowers."""
+    return f"{2023 + year}-06-15"
+
+
 def _write_later_year(cfg: DemoConfig, i: int, year: int, folder: Path,
                       on_strip: Callable[[int], None]) -> None:
     """The same site one or more seasons later: spread spurge, a shifted and smaller flight."""
@@ -126,7 +131,8 @@ def _write_later_year(cfg: DemoConfig, i: int, year: int, folder: Path,
     size = cfg.size_px - SHRINK_PX * (year - 1)
     west, north = _site_origin(cfg, i)
     with SiteRasterWriter(folder / "ortho.tif", folder / "truth.tif", epsg=cfg.epsg, west=west + dx * cfg.gsd_m,
-                          north=north - dy * cfg.gsd_m, gsd_m=cfg.gsd_m, size=size) as writer:
+                          north=north - dy * cfg.gsd_m, gsd_m=cfg.gsd_m, size=size,
+                          flight_date=flight_date(year)) as writer:
         for row0 in range(0, size, BLOCK):
             row1 = min(size, row0 + BLOCK)
             rgba, truth = render_strip(scene, dy + row0, dy + row1, dx, size)
@@ -179,6 +185,7 @@ def make_demo_data(
             north=north,
             gsd_m=cfg.gsd_m,
             size=cfg.size_px,
+            flight_date=flight_date(1),
         ) as writer:
             counts = _write_site(scene, writer, on_strip)
         rng = np.random.default_rng([cfg.seed % 2**63, i, 98])

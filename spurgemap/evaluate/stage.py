@@ -27,6 +27,7 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
 from spurgemap.core.ids import safe_id
+from spurgemap.core.workdir import claim_dir, preflight
 from spurgemap.evaluate.report import write_reports
 from spurgemap.model.splits import few_shot
 from spurgemap.tile.tileset import TileSet, load_tile_set
@@ -142,10 +143,11 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
         raise InputError(f"methods {generative} need a diffusion model: pass --diffusion-model "
                          "(a diffusers folder; `spurgemap augment tiny-model DIR` makes a tiny random one)")
     tiles = inputs.tiles
+    # evaluate adds to its folder like an overwrite: only to one spurgemap wrote
+    preflight(inputs.out, True, [tiles.root if isinstance(tiles, TileSet) else tiles])
     if not isinstance(tiles, TileSet):
         tiles = load_tile_set(tiles, config.train.group_column)
-    out = inputs.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_dir(inputs.out, "evaluate", [tiles.root])
     config, val, test, digest, model_hash = _grid_keys(config, tiles, out)
     grid = [(m, k, s) for m in e.methods for k in e.shots for s in e.seeds]
     rows: list[dict[str, Any]] = []

@@ -124,7 +124,7 @@ def per_plot(geoms: list[BaseGeometry], labels: list[str], polys: dict[int, list
 def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     params = config.change
 
-    check_target(Path(inputs.out), inputs.overwrite)
+    check_target(Path(inputs.out), inputs.overwrite, [inputs.before, inputs.after, inputs.plots])
     b = io.read_map(inputs.before, inputs.before_name)
     a = io.read_map(inputs.after, inputs.after_name)
     xs, ys = cell_centres(b.transform, b.cls.shape)
@@ -158,7 +158,7 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
         summary["plots"] = per_plot(geoms, labels, polys, b.units_per_m)
     import pandas as pd
 
-    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
+    with staged_dir(Path(inputs.out), inputs.overwrite, "change", [inputs.before, inputs.after, inputs.plots]) as tmp:
         files = {"tif": tmp / "change.tif", "tif_qml": tmp / "change.qml", "gpkg": tmp / "change.gpkg",
                  "gpkg_qml": tmp / "change_polygons.qml", "summary_json": tmp / "change_summary.json",
                  "summary_csv": tmp / "change_summary.csv", "preview": tmp / "preview.png"}

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,13 @@ from shapely.geometry.base import BaseGeometry
 
 from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
-from spurgemap.core.ids import safe_id
+from spurgemap.core.ids import safe_id, site_id_of
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.field_sheet import SheetInputs, write_field_sheet
 from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
+from spurgemap.fieldwork.sampling import RANDOM, UNCERTAIN, band_table, select_visits
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.qfield_io import map_source
@@ -36,7 +37,6 @@ from spurgemap.predict.confidence import confidence
 
 log = logging.getLogger(__name__)
 NODATA = 255
-UNCERTAIN, RANDOM = "uncertain", "random"
 ACCURACY_RECIPE = (
     "Overall accuracy from the visits: use only the 'random' visits. For each probability band h, "
     "N_h = eligible cells in the band, n_h = random visits in it, a_h = share of them where the map's "
@@ -56,7 +56,8 @@ class SurveyPlanInputs:
     name: str | None = None
     exclude: list[Path] = field(default_factory=list)  # --plots / --survey layers already visited
     overwrite: bool = False
-    ortho: Path | None = None  # QField basemap / field sheet background; default: the map's source tag
+    site_id: str | None = None  # --site-id; default: the plots' site, else from the orthomosaic's path
+    ortho: Path | None = None  # --ortho; default: the map's `source` tag (to check tile's valid fraction)
     zones: Path | None = None  # a zones layer to show in the QField project
 
 
@@ -67,14 +68,6 @@ class SurveyPlanResult:
     n_visits: int
     route_length_m: float
     summary: dict[str, Any]
-
-
-@dataclass
-class Selection:
-    rows: np.ndarray
-    cols: np.ndarray
-    reason: list[str]
-    band: np.ndarray
 
 
 def cells_touching(geoms: list[BaseGeometry], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
@@ -92,107 +85,71 @@ def cells_touching(geoms: list[BaseGeometry], transform: Affine, shape: tuple[in
     return hit
 
 
-class _Spacing:
-    """Blocks every cell whose centre is closer than the spacing to an accepted visit."""
-
-    def __init__(self, shape: tuple[int, int], dx: float, dy: float, spacing: float) -> None:
-        self.blocked = np.zeros(shape, bool)
-        self.kr, self.kc = math.ceil(spacing / dy), math.ceil(spacing / dx)
-        rr, cc = np.mgrid[-self.kr:self.kr + 1, -self.kc:self.kc + 1]
-        self.disk = np.hypot(rr * dy, cc * dx) < spacing * (1 - 1e-9)
-        self.disk[self.kr, self.kc] = True
-
-    def take(self, r: int, c: int) -> bool:
-        if self.blocked[r, c]:
-            return False
-        h, w = self.blocked.shape
-        r0, r1, c0, c1 = max(r - self.kr, 0), min(r + self.kr + 1, h), max(c - self.kc, 0), min(c + self.kc + 1, w)
-        win = self.disk[r0 - r + self.kr:r1 - r + self.kr, c0 - c + self.kc:c1 - c + self.kc]
-        self.blocked[r0:r1, c0:c1] |= win
-        return True
+def site_of_map(m: io.MapLayers, plot_sites: set[str], given: str | None) -> str:
+    """The site id the plan's visits carry: --site-id, else the one site of the surveyed plots on the map,
+    else the orthomosaic's name the way `tile` matches it (``sites/<site>/ortho.tif`` is <site>)."""
+    if given is not None:
+        if not safe_id(given):
+            raise InputError(f"--site-id {given!r}: has no usable characters (letters, digits, . _ -)")
+        return safe_id(given)
+    if len(plot_sites) == 1:
+        return safe_id(next(iter(plot_sites)))
+    names: list[str] = []
+    if m.tags.get("source"):
+        src = PurePath(m.tags["source"])
+        names += [src.stem, *(q.name for q in src.parents)]
+    names += [m.name, Path(m.folder).resolve().name]
+    return site_id_of(names) or "site"
 
 
-def bands_of(pct: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
-    return np.digitize(pct.astype(float), np.asarray(edges, float))
-
-
-def select_visits(pct: np.ndarray, eligible: np.ndarray, threshold: float, n: int, spacing_cells: tuple[float, float,
-                  float], edges: tuple[float, ...], seed: int) -> Selection:
-    """Random stratified half first (so its design stays clean), then the uncertain half around it.
-
-    ``spacing_cells`` is (cell width, cell height, spacing) in one unit.
-    """
-    rng = np.random.default_rng(seed)
-    spacing = _Spacing(pct.shape, *spacing_cells)
-    bands = bands_of(pct, edges)
-    rows: list[int] = []
-    cols: list[int] = []
-    reason: list[str] = []
-    n_random = n // 2
-    queues = []
-    for h in range(len(edges) + 1):
-        cells = np.flatnonzero(eligible & (bands == h))
-        queues.append(list(rng.permutation(cells)[::-1]))
-    while sum(r == RANDOM for r in reason) < n_random and any(queues):
-        for q in queues:  # round-robin: equal allocation, leftover quota moves to bands with cells left
-            while q and sum(r == RANDOM for r in reason) < n_random:
-                flat = int(q.pop())
-                r, c = divmod(flat, pct.shape[1])
-                if spacing.take(r, c):
-                    rows.append(r)
-                    cols.append(c)
-                    reason.append(RANDOM)
-                    break
-    cand = np.flatnonzero(eligible)
-    dist = np.abs(pct.ravel()[cand].astype(float) / 100 - threshold)
-    tie = rng.random(len(cand))
-    for flat in cand[np.lexsort((tie, dist))]:
-        if len(reason) >= n:
-            break
-        r, c = divmod(int(flat), pct.shape[1])
-        if spacing.take(r, c):
-            rows.append(r)
-            cols.append(c)
-            reason.append(UNCERTAIN)
-    rr, cc = np.asarray(rows, int), np.asarray(cols, int)
-    return Selection(rr, cc, reason, bands[rr, cc])
-
-
-def band_table(pct: np.ndarray, eligible: np.ndarray, sel: Selection, edges: tuple[float, ...]) -> list[dict[str, Any]]:
-    """Per band: eligible cells N_h, random visits n_h, inclusion probability and weight."""
-    bands = bands_of(pct, edges)
-    lows = (0.0, *edges)
-    highs = (*edges, 100.0)
-    out = []
-    for h in range(len(edges) + 1):
-        big_n = int((eligible & (bands == h)).sum())
-        small_n = int(sum(1 for b, r in zip(sel.band, sel.reason, strict=True) if b == h and r == RANDOM))
-        out.append({"band": h, "prob_from_pct": lows[h], "prob_to_pct": highs[h], "eligible_cells": big_n,
-                    "random_visits": small_n, "inclusion_probability": small_n / big_n if big_n else 0.0,
-                    "weight": big_n / small_n if small_n else None})
-    return out
+def tile_keeps(config: SpurgemapConfig, m: io.MapLayers, eligible: np.ndarray,
+               ortho: Path | None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cells whose tile `tile` would keep (``tile.min_valid_fraction``), read from the orthomosaic."""
+    path = ortho if ortho is not None else (Path(m.tags["source"]) if m.tags.get("source") else None)
+    need = config.tile.min_valid_fraction
+    if path is None or not path.is_file():
+        if ortho is not None:
+            raise InputError(f"--ortho {ortho}: file not found")
+        log.warning("%s: its orthomosaic %s is not here, so visits are not checked against "
+                    "tile.min_valid_fraction=%g; give --ortho PATH", m.prob_path, path, need)
+        return eligible, {"checked": False, "orthomosaic": str(path) if path else None}
+    window = int(m.tags.get("tile_size_px", config.tile.tile_size_px))
+    frac = io.tile_valid_fractions(path, m.transform, m.crs_wkt, eligible, window)
+    # half a pixel column of margin: `tile` may snap the tile by up to half a pixel
+    keep = eligible & (np.nan_to_num(frac) >= need + 0.5 / window)
+    return keep, {"checked": True, "orthomosaic": str(path), "min_valid_fraction": need, "window_px": window,
+                  "cells_dropped": int((eligible & ~keep).sum())}
 
 
 def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> SurveyPlanResult:
     params = config.survey_plan
-
     if params.n < 1:
         raise InputError(f"--n {params.n}: ask for at least 1 visit")
     if params.min_spacing_m < 0:
         raise InputError(f"--min-spacing {params.min_spacing_m}: must be >= 0 metres")
-    check_target(Path(inputs.out), inputs.overwrite)
+    read = [inputs.maps, *inputs.exclude, *(p for p in (inputs.ortho, inputs.zones) if p)]
+    check_target(Path(inputs.out), inputs.overwrite, read)
     check_package_inputs(inputs.ortho, inputs.zones)
     m = io.read_map(inputs.maps, inputs.name)
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")
     excluded = np.zeros_like(eligible)
+    plot_sites: set[str] = set()
+    rows_m, cols_m = m.pct.shape
+    extent = box(*(m.transform @ (0, rows_m)), *(m.transform @ (cols_m, 0)))
     for path in inputs.exclude:
-        geoms, _ = io.read_layer_geoms(path, m.crs_wkt)
+        geoms, labels = io.read_layer_geoms(path, m.crs_wkt)
         excluded |= cells_touching(geoms, m.transform, eligible.shape)
+        plot_sites |= {lab.split("/", 1)[0] for g, lab in zip(geoms, labels, strict=True) if g.intersects(extent)}
+    site = site_of_map(m, plot_sites, inputs.site_id)
     eligible &= ~excluded
     if not eligible.any():
         raise InputError(f"{m.prob_path}: every mapped cell is already surveyed ({len(inputs.exclude)} layers)")
+    eligible, tile_check = tile_keeps(config, m, eligible, inputs.ortho)
+    if not eligible.any():
+        raise InputError(f"{m.prob_path}: no cell left whose tile `tile` would keep "
+                         f"(tile.min_valid_fraction={config.tile.min_valid_fraction:g})")
     rr, cc = np.nonzero(eligible)
     dx, dy = m.transform.a / m.units_per_m, -m.transform.e / m.units_per_m
     diag = math.hypot((cc.max() - cc.min() + 1) * dx, (rr.max() - rr.min() + 1) * dy)
@@ -215,44 +172,27 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         start = np.array([m.transform.c + cc.min() * m.transform.a, m.transform.f + (rr.max() + 1) * m.transform.e])
     xy = np.column_stack([x, y]) / m.units_per_m
     order, length, nn_length = walking_order(xy, start / m.units_per_m)
-    conf = m.conf if m.conf is not None else confidence(m.pct, m.threshold)
     bands = band_table(m.pct, eligible, sel, params.band_edges_pct)
-    weight = {b["band"]: b["weight"] for b in bands}
-    site = safe_id(m.name) or "site"
-    lon, lat = io.transform_xy(x[order], y[order], m.crs_wkt, "EPSG:4326", str(m.prob_path))
-    table = pd.DataFrame({
-        "visit": np.arange(1, len(order) + 1), "name": [str(i) for i in range(1, len(order) + 1)], "site_id": site,
-        "plot_id": [f"v{i:03d}" for i in range(1, len(order) + 1)],
-        "cell_id": [f"r{r}c{c}" for r, c in zip(sel.rows[order], sel.cols[order], strict=True)],
-        "row": sel.rows[order], "col": sel.cols[order],
-        "probability": m.pct[sel.rows, sel.cols][order].astype(float) / 100,
-        "map_class": np.where(m.cls[sel.rows, sel.cols][order] == 1, "present", "absent"),
-        "confidence": conf[sel.rows, sel.cols][order].astype(int),
-        "reason": [sel.reason[i] for i in order], "band": sel.band[order],
-        "weight": [weight[b] if sel.reason[i] == RANDOM else 0.0 for i, b in zip(order, sel.band[order],
-                                                                                   strict=True)],
-        "lon": np.round(lon, 8), "lat": np.round(lat, 8),
-    })
+    table = visits_table(m, sel, order, x, y, site, {b["band"]: b["weight"] for b in bands})
     summary: dict[str, Any] = {
-        "map": str(m.prob_path), "threshold": m.threshold, "requested": params.n, "visits": len(order),
-        "uncertain_visits": int(sum(r == UNCERTAIN for r in sel.reason)),
+        "map": str(m.prob_path), "site_id": site, "threshold": m.threshold, "requested": params.n,
+        "visits": len(order), "uncertain_visits": int(sum(r == UNCERTAIN for r in sel.reason)),
         "random_visits": int(sum(r == RANDOM for r in sel.reason)),
         "min_spacing_m": params.min_spacing_m, "excluded_cells": int((excluded & m.valid).sum()),
-        "eligible_cells": int(eligible.sum()), "route_length_m": round(length, 2),
+        "tile_check": tile_check, "eligible_cells": int(eligible.sum()), "route_length_m": round(length, 2),
         "nearest_neighbour_length_m": round(nn_length, 2),
         "start": {"x": float(start[0]), "y": float(start[1])}, "bands": bands,
         "accuracy_estimation": ACCURACY_RECIPE, "parameters": params.model_dump(mode="json"),
     }
-    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
+    with staged_dir(Path(inputs.out), inputs.overwrite, "survey-plan", read) as tmp:
         files = {"gpkg": tmp / "visits.gpkg", "gpx": tmp / "visits.gpx", "csv": tmp / "visits.csv",
                  "qml": tmp / "visits.qml", "summary": tmp / "summary.json", "preview": tmp / "preview.png"}
         io.write_vector(files["gpkg"], table, points(np.column_stack([x[order], y[order]])), m.crs_wkt,
                         layer="visits", geometry_type="Point")
         desc = [f"{r} p={p:.2f} {c}" for r, p, c in zip(table.reason, table.probability, table.cell_id, strict=True)]
-        io.write_gpx(files["gpx"], [str(v) for v in table.visit], desc, lon, lat, f"{site} survey route")
-        csv_cols = ["visit", "site_id", "plot_id", "lon", "lat", "reason", "probability", "map_class", "cell_id",
-                    "presence"]
-        io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), csv_cols)
+        io.write_gpx(files["gpx"], list(table.plot_id), desc, table.lon.to_numpy(), table.lat.to_numpy(),
+                     f"{site} survey route")
+        io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), CSV_COLUMNS)
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
         visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
@@ -266,6 +206,34 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
             config.labels.species, ortho, list(inputs.exclude), inputs.zones)))
     files = {k: Path(inputs.out) / v.name for k, v in files.items()}
     return SurveyPlanResult(Path(inputs.out), files, len(order), length, summary)
+
+
+# visits.csv, a point survey `tile --plots/--survey` reads (field_data/README.md documents each column)
+CSV_COLUMNS = ["visit", "site_id", "plot_id", "lon", "lat", "easting", "northing", "epsg", "reason",
+               "probability", "map_class", "cell_id", "presence"]
+
+
+def visits_table(m: io.MapLayers, sel: Any, order: np.ndarray, x: np.ndarray, y: np.ndarray, site: str,
+                 weight: dict[int, float | None]) -> pd.DataFrame:
+    """One row per visit in walking order; plot ids `<site>-V01` are unique across sites and plans."""
+    n = len(order)
+    width = max(2, len(str(n)))
+    rows, cols = sel.rows[order], sel.cols[order]
+    lon, lat = io.transform_xy(x[order], y[order], m.crs_wkt, "EPSG:4326", str(m.prob_path))
+    east, north, epsg = io.utm_coordinates(lon, lat, x[order], y[order], m.crs_wkt)
+    conf = m.conf if m.conf is not None else confidence(m.pct, m.threshold)
+    reason = [sel.reason[i] for i in order]
+    return pd.DataFrame({
+        "visit": np.arange(1, n + 1), "name": [f"{site}-V{i:0{width}d}" for i in range(1, n + 1)],
+        "site_id": site, "plot_id": [f"{site}-V{i:0{width}d}" for i in range(1, n + 1)],
+        "cell_id": [f"r{r}c{c}" for r, c in zip(rows, cols, strict=True)], "row": rows, "col": cols,
+        "probability": m.pct[rows, cols].astype(float) / 100,
+        "map_class": np.where(m.cls[rows, cols] == 1, "present", "absent"),
+        "confidence": conf[rows, cols].astype(int), "reason": reason, "band": sel.band[order],
+        "weight": [weight[b] if r == RANDOM else 0.0 for r, b in zip(reason, sel.band[order], strict=True)],
+        "lon": np.round(lon, 8), "lat": np.round(lat, 8), "easting": np.round(east, 3),
+        "northing": np.round(north, 3), "epsg": epsg,
+    })
 
 
 def _jsonable(value: Any) -> Any:

@@ -22,8 +22,11 @@ from shapely.geometry.base import BaseGeometry
 from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.prescriptions import check_date, site_name, write_field_outputs, zone_cap
 from spurgemap.fieldwork.preview import zones_preview
 from spurgemap.fieldwork.styles import zones_vector_qml
+from spurgemap.fieldwork.treatment import dose_columns, dose_summary
+from spurgemap.fieldwork.zone_cap import cap_zones
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.fieldwork_io import write_rows
 
@@ -36,6 +39,9 @@ class ZonesInputs:
     out: Path
     name: str | None = None
     overwrite: bool = False
+    site: str | None = None  # file names and records; default the map's name (its folder's for "ortho")
+    date: str | None = None  # observation date YYYY-MM-DD; default the flight date in the tags
+    examiner: str | None = None
 
 
 @dataclass
@@ -70,19 +76,18 @@ def make_zones(present: list[BaseGeometry], buffer: float, min_area: float, simp
 
 
 def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.ndarray, units_per_m: float,
-               rate: float | None) -> pd.DataFrame:
-    """Area, perimeter, mean probability of the present cells inside, rate and volume per zone."""
+               config: SpurgemapConfig) -> pd.DataFrame:
+    """Area, perimeter, mean probability of the present cells inside, rate, spray volume and dose per zone."""
     rows = []
     for i, z in enumerate(zones, 1):
         inside = contains_xy(z, cx, cy)
         area = z.area / units_per_m**2
         rows.append({"zone_id": i, "area_m2": round(area, 3), "area_ha": round(area / 1e4, 6),
                      "perimeter_m": round(z.length / units_per_m, 3), "present_cells": int(inside.sum()),
-                     "mean_prob": round(float(prob[inside].mean()), 4) if inside.any() else 0.0,
-                     "rate": rate if rate is not None else 1.0,
-                     "volume_l": round(area / 1e4 * rate, 4) if rate is not None else None})
-    cols = ["zone_id", "area_m2", "area_ha", "perimeter_m", "present_cells", "mean_prob", "rate", "volume_l"]
-    return pd.DataFrame(rows, columns=cols)
+                     "mean_prob": round(float(prob[inside].mean()), 4) if inside.any() else 0.0})
+    cols = ["zone_id", "area_m2", "area_ha", "perimeter_m", "present_cells", "mean_prob"]
+    table = pd.DataFrame(rows, columns=cols)
+    return pd.concat([table, dose_columns(table.area_ha.astype(float), config)], axis=1)
 
 
 def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
@@ -92,18 +97,24 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
                        ("--simplify", params.simplify_m)):
         if value < 0:
             raise InputError(f"{opt} {value:g}: must be >= 0")
-    if params.rate_l_per_ha is not None and params.rate_l_per_ha <= 0:
-        raise InputError(f"--rate {params.rate_l_per_ha:g}: litres per hectare must be > 0")
-    check_target(Path(inputs.out), inputs.overwrite)
+    dose_summary(config, 0.0, 0.0)  # checks --rate/--carrier/--product before any work
+    check_date(inputs.date)
+    check_target(Path(inputs.out), inputs.overwrite, [inputs.maps])
     m = io.read_map(inputs.maps, inputs.name)
+    site = site_name(inputs.site, m.name, m.folder)
     upm = m.units_per_m
     present = m.cls == 1
     zones = make_zones(io.mask_polygons(present, m.transform), params.buffer_m * upm, params.min_area_m2 * upm**2,
                        params.simplify_m * upm)
+    cap, why = zone_cap(config)
+    zones, merged, distance = cap_zones(zones, cap, params.merge_step_m * upm)
+    if merged:
+        log.warning("%d zones merged into their neighbours (zones within %.2f m) to fit the cap of %d zones (%s)",
+                    merged, distance / upm, cap, why)
     rr, cc = np.nonzero(present)
     cx = m.transform.c + (cc + 0.5) * m.transform.a
     cy = m.transform.f + (rr + 0.5) * m.transform.e
-    table = zone_table(zones, cx, cy, m.pct[rr, cc] / 100, upm, params.rate_l_per_ha)
+    table = zone_table(zones, cx, cy, m.pct[rr, cc] / 100, upm, config)
     covered = contains_xy(union_all(zones), cx, cy) if zones else np.zeros(len(cx), bool)
     if (~covered).any():
         log.warning("%d present cells lie in zones under --min-area %g m² and are not treated",
@@ -111,36 +122,38 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     cell_m2 = abs(m.transform.a * m.transform.e) / upm**2
     site_m2 = float(m.valid.sum() * cell_m2)
     treated = float(table.area_m2.sum())
+    dose = dose_summary(config, treated / 1e4, site_m2 / 1e4)
     summary: dict[str, Any] = {
-        "map": str(m.prob_path), "threshold": m.threshold, "zones": len(zones),
+        "map": str(m.prob_path), "site": site, "threshold": m.threshold, "zones": len(zones),
+        "zones_merged_for_cap": merged, "zone_cap": cap, "merge_distance_m": round(distance / upm, 3),
         "treated_area_m2": round(treated, 3), "treated_area_ha": round(treated / 1e4, 6),
         "mapped_area_m2": round(site_m2, 3), "share_of_site": round(treated / site_m2, 4) if site_m2 else 0.0,
         "present_cells": int(present.sum()), "present_cells_untreated": int((~covered).sum()),
-        "rate_l_per_ha": params.rate_l_per_ha, "rate_field": "L/ha" if params.rate_l_per_ha else "1 = spray (on/off)",
-        "herbicide_l": round(treated / 1e4 * params.rate_l_per_ha, 3) if params.rate_l_per_ha else None,
-        "parameters": params.model_dump(mode="json"),
+        "rate_l_per_ha": dose["spray_volume_l_per_ha"], **dose,
+        "parameters": params.model_dump(mode="json"), "treatment": config.treatment.model_dump(mode="json"),
     }
-    with staged_dir(Path(inputs.out), inputs.overwrite) as tmp:
-        files = {"gpkg": tmp / "zones.gpkg", "shp": tmp / "zones.shp", "kml": tmp / "zones.kml",
+    with staged_dir(Path(inputs.out), inputs.overwrite, "zones", [inputs.maps]) as tmp:
+        files = {"gpkg": tmp / "zones.gpkg", "kml": tmp / "zones.kml",
                  "qml": tmp / "zones.qml", "summary_json": tmp / "zones_summary.json",
                  "summary_csv": tmp / "zones_summary.csv", "preview": tmp / "preview.png"}
         io.write_vector(files["gpkg"], table, zones, m.crs_wkt, layer="zones", geometry_type="MultiPolygon")
-        shp = pd.DataFrame({"ZONE_ID": table.zone_id, "AREA_M2": table.area_m2, "PERIM_M": table.perimeter_m,
-                            "MEANPROB": table.mean_prob, "RATE": table.rate.astype(float),
-                            "VOL_L": table.volume_l.astype(float).fillna(0.0)})
-        io.write_vector(files["shp"], shp, zones, m.crs_wkt, driver="ESRI Shapefile", geometry_type="Polygon")
         kml = pd.DataFrame({"Name": [f"zone {i}" for i in table.zone_id],
                             "Description": [f"{a:.1f} m², mean probability {p:.2f}"
                                             for a, p in zip(table.area_m2, table.mean_prob, strict=True)]})
-        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver=io.kml_driver(), to_wgs84=True)
+        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver="KML", to_wgs84=True)
         files["qml"].write_text(zones_vector_qml(), encoding="utf-8")
+        files.update(write_field_outputs(tmp, config, m, site, table, zones, summary, inputs.date, inputs.examiner))
         files["summary_json"].write_text(json.dumps({**summary, "zone_list": table.to_dict("records")}, indent=2))
         site_row = {"scope": "site", "zone_id": "", "area_m2": summary["treated_area_m2"],
                     "area_ha": summary["treated_area_ha"], "share_of_site": summary["share_of_site"],
-                    "volume_l": summary["herbicide_l"]}
+                    "spray_volume_l": summary["spray_volume_l"], "water_l": summary.get("water_l")}
+        product_cols = [c for c in table.columns if c.startswith("product_")]
+        if product_cols and summary["product"]:
+            unit = product_cols[0].removeprefix("product_")
+            site_row[product_cols[0]] = summary["product"][f"total_{unit}"]
         write_rows(files["summary_csv"], [site_row, *table.assign(scope="zone").to_dict("records")],
                    ["scope", "zone_id", "area_m2", "area_ha", "perimeter_m", "present_cells", "mean_prob",
-                    "share_of_site", "rate", "volume_l"])
+                    "share_of_site", "rate", "spray_volume_l", *product_cols, "water_l"])
         zones_preview(files["preview"], m.pct, m.transform, zones, m.name)
-    files = {k: Path(inputs.out) / v.name for k, v in files.items()}
+    files = {k: Path(inputs.out) / v.relative_to(tmp) for k, v in files.items()}
     return ZonesResult(Path(inputs.out), files, len(zones), treated, summary)

@@ -61,6 +61,7 @@ class SiteRasterWriter:
         north: float,
         gsd_m: float,
         size: int,
+        flight_date: str | None = None,
     ) -> None:
         common: dict[str, Any] = {
             "driver": "GTiff",
@@ -79,6 +80,8 @@ class SiteRasterWriter:
         self._ortho = rasterio.open(ortho_path, "w", **rgba, **common)
         ci = ColorInterp
         self._ortho.colorinterp = [ci.red, ci.green, ci.blue, ci.alpha]
+        if flight_date:  # as drone software stamps it (TIFF DateTime), read back by `zones` for records
+            self._ortho.update_tags(TIFFTAG_DATETIME=flight_date.replace("-", ":") + " 12:00:00")
         self._truth = rasterio.open(truth_path, "w", count=1, dtype="uint8", nodata=255, **common)
         self._truth.set_band_description(1, "leafy spurge: 1 present, 0 absent")
         self._size = size

@@ -10,7 +10,7 @@ import csv
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 
 from spurgemap.core.errors import InputError
 from spurgemap.geo.maps import polygons_of, write_cog
+from spurgemap.geo.raster import OrthoReader, open_ortho
 from spurgemap.geo.vector import map_scale, read_plots, reproject
 
 NODATA = 255
@@ -44,6 +45,7 @@ class MapLayers:
     crs_wkt: str
     threshold: float
     units_per_m: float  # map units per ground metre (1 for UTM up to the scale factor)
+    tags: dict[str, str] = field(default_factory=dict)  # predict's provenance: source, bundle_sha256, species...
 
     @property
     def valid(self) -> np.ndarray:
@@ -110,7 +112,7 @@ def read_map(folder: Path, name: str | None = None) -> MapLayers:
     rows, cols = pct.shape
     cx, cy = transform @ (cols / 2, rows / 2)
     return MapLayers(stem, prob_path.parent, prob_path, pct, cls, conf, transform, crs_wkt, threshold,
-                     units_per_m(crs_wkt, cx, cy))
+                     units_per_m(crs_wkt, cx, cy), dict(tags))
 
 
 def units_per_m(crs_wkt: str, x: float, y: float) -> float:
@@ -133,6 +135,55 @@ def transform_xy(xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndar
     except Exception as exc:
         raise InputError(f"{what}: CRSs cannot be matched ({str(exc).splitlines()[0]})") from None
     return np.asarray(x2, float), np.asarray(y2, float)
+
+
+def tile_valid_fractions(ortho: Path, transform: Affine, crs_wkt: str, wanted: np.ndarray,
+                         window_px: int) -> np.ndarray:
+    """Valid share of the ``window_px`` tile that `tile` would cut around each wanted cell's centre.
+
+    Why: `tile` skips a point plot's tile under ``tile.min_valid_fraction``; predict maps edge cells
+    with far fewer valid pixels, so a plan drawn from the map alone loses visits when tiled. The
+    orthomosaic is read one cell row at a time (full width strips); NaN where not wanted.
+    """
+    info = open_ortho(Path(ortho), 1)
+    if not same_crs(info.crs_wkt, crs_wkt):
+        raise InputError(f"{ortho}: is not in the map's CRS; give the orthomosaic the map was made from")
+    out = np.full(wanted.shape, np.nan)
+    it = info.transform  # both grids north-up (open_ortho and read_map refuse others)
+    half = window_px / 2
+    with OrthoReader(info) as reader:
+        for r in np.flatnonzero(wanted.any(axis=1)):
+            cols = np.flatnonzero(wanted[r])
+            px = (transform.c + (cols + 0.5) * transform.a - it.c) / it.a
+            py = (transform.f + (r + 0.5) * transform.e - it.f) / it.e
+            c0 = np.rint(px - half).astype(int)
+            r0 = int(np.rint(py - half))
+            lo, hi = int(c0.min()), int(c0.max()) + window_px
+            if info.mask_kind == "none":  # only the raster's own extent limits validity
+                valid = np.zeros((window_px, hi - lo), bool)
+                valid[max(-r0, 0):max(min(info.height - r0, window_px), 0),
+                      max(-lo, 0):max(min(info.width - lo, hi - lo), 0)] = True
+            else:
+                valid = reader.read(lo, r0, hi - lo, window_px)[1]
+            cum = np.concatenate([[0], np.cumsum(valid.sum(axis=0))])
+            out[r, cols] = (cum[c0 - lo + window_px] - cum[c0 - lo]) / window_px**2
+    return out
+
+
+def utm_coordinates(lon: np.ndarray, lat: np.ndarray, x: np.ndarray, y: np.ndarray,
+                    crs_wkt: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Easting, northing and EPSG code for a crew's GNSS: the map's own CRS when it is a metric EPSG
+    CRS (UTM for drone maps), else the UTM zone (WGS 84) of the points' centre."""
+    crs = CRS.from_wkt(crs_wkt)
+    epsg = crs.to_epsg()
+    metric = crs.is_projected and crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter")
+    if epsg is not None and metric:
+        return np.asarray(x, float), np.asarray(y, float), int(epsg)
+    lon0, lat0 = float(np.mean(lon)), float(np.mean(lat))
+    zone = min(int((lon0 + 180) // 6) + 1, 60)
+    code = (32600 if lat0 >= 0 else 32700) + zone
+    e, n = transform_xy(lon, lat, "EPSG:4326", f"EPSG:{code}", "UTM coordinates")
+    return e, n, code
 
 
 def same_crs(a_wkt: str, b_wkt: str) -> bool:

@@ -15,6 +15,7 @@ import torch
 
 from spurgemap import __version__
 from spurgemap.core.errors import InputError
+from spurgemap.core.workdir import check_out_vs_inputs
 from spurgemap.model.bundle import BundleMeta, read_bundle
 from spurgemap.model.classifier import model_from_bundle
 from spurgemap.model.onnx import DEFAULT_OPSET, DeepnessWrapper, onnx_bytes
@@ -74,6 +75,9 @@ def export_deepness(bundle: Path, out: Path, opset: int = DEFAULT_OPSET) -> dict
     A missing or corrupt bundle raises InputError (one line) from `read_bundle`.
     """
     bundle, out = Path(bundle), Path(out)
+    check_out_vs_inputs(out, [bundle], "--onnx")
+    if out.is_dir():
+        raise InputError(f"--onnx {out}: is a folder; give a file name such as model.onnx")
     if not out.parent.is_dir():
         raise InputError(f"{out}: folder {out.parent} does not exist; create it or choose another output path")
     opened = read_bundle(bundle)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from spurgemap.model.preprocess import d4_numpy
 log = logging.getLogger(__name__)
 # (B, 3, H, W) uint8 -> (B, V) probabilities, one column per D4 view (V = 8 with TTA, else 1)
 Predictor = Callable[[np.ndarray], np.ndarray]
+# torch.onnx.export keeps global state: two campaign tasks on one Dask worker's threads must not export at once
+_EXPORT_LOCK = threading.Lock()
 
 
 def _cuda_wanted(name: str) -> bool:
@@ -81,7 +84,9 @@ def _torch_predictor(bundle: Bundle, backend: str, cuda: bool, syms: range,
     prep = Prep(meta.input_size, meta.mean, meta.std, torch.device("cpu"),
                 channels_last=False)
     if backend in CPU_BACKENDS:
-        cpu_run = cpu_runner(backend, classifier_onnx(model.eval(), meta.input_size), "input", "prob")
+        with _EXPORT_LOCK:
+            graph = classifier_onnx(model.eval(), meta.input_size)
+        cpu_run = cpu_runner(backend, graph, "input", "prob")
         del model
 
         def run(x: torch.Tensor) -> np.ndarray:

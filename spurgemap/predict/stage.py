@@ -28,7 +28,7 @@ from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import background_sha256, file_fingerprint, run_key
 from spurgemap.core.progress import progress
-from spurgemap.core.workdir import resumable_workdir
+from spurgemap.core.workdir import preflight, resumable_workdir
 from spurgemap.geo.maps import read_aoi
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho, strip_cache_mb
 from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
@@ -106,6 +106,8 @@ def _species(config: SpurgemapConfig, meta: BundleMeta) -> str:
 
 
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
+    model = inputs.model.path if isinstance(inputs.model, Bundle) else inputs.model
+    preflight(inputs.out, inputs.overwrite, [inputs.ortho, model, inputs.aoi, inputs.plots])
     with background_sha256() as sha256, gdal_session(config.tile.gdal_cache_mb):
         return _run(config, inputs, sha256)
 
@@ -147,7 +149,8 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path]
     bundle_sha = bundle.sha256
     source_sha = sha256(info.path)  # for provenance only: the resume key needs no full read of the file
     key = run_key(bundle_sha, file_fingerprint(info.path), dump_config(config), str(inputs.aoi))
-    work, resumed = resumable_workdir(inputs.out, inputs.overwrite, key)
+    work, resumed = resumable_workdir(inputs.out, inputs.overwrite, key, "predict",
+                                      [info.path, bundle.path, inputs.aoi, inputs.plots])
     state = _load_state(work) if resumed else None
     sums = state["sums"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.float64)
     counts = state["counts"] if state else np.zeros((grid.cell_rows, grid.cell_cols), np.int32)

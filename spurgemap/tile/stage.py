@@ -87,6 +87,11 @@ def _open_all(config: SpurgemapConfig, orthos: list[Path]) -> list[OrthoInfo]:
     return infos
 
 
+def _inputs(inputs: TileInputs) -> list[Path | None]:
+    """What --out must not equal, contain or lie inside."""
+    return [*inputs.orthos, inputs.plots, inputs.survey, inputs.verify]
+
+
 def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
     with background_sha256() as sha256, gdal_session(config.tile.gdal_cache_mb):
         return _run_tile(config, inputs, sha256)
@@ -95,7 +100,7 @@ def run_tile(config: SpurgemapConfig, inputs: TileInputs) -> TileResult:
 def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
               hash_later: Callable[[Path], Future[str]]) -> TileResult:
     start = time.perf_counter()
-    check_target(inputs.out, inputs.overwrite)
+    check_target(inputs.out, inputs.overwrite, _inputs(inputs))
     infos = _open_all(config, inputs.orthos)
     pending = {info.path: hash_later(info.path) for info in infos}
     layer = read_plots(inputs.plots, inputs.plots_crs)
@@ -113,7 +118,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
     total = sum(len(job.frame.tiles) for job in plan.jobs)
     outcomes: list[TileOutcome] = []
     readers = {info.path: OrthoReader(info) for info in infos}
-    with staged_dir(inputs.out, inputs.overwrite) as tmp:
+    with staged_dir(inputs.out, inputs.overwrite, "tile", _inputs(inputs)) as tmp:
         try:
             groups = block_row_groups(plan.jobs)
             if inputs.group_runner is not None:

@@ -26,7 +26,7 @@ from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
 from spurgemap.core.progress import progress
-from spurgemap.core.workdir import resumable_workdir
+from spurgemap.core.workdir import preflight, resumable_workdir
 from spurgemap.model.backbones import create_backbone
 from spurgemap.model.bundle import BundleMeta
 from spurgemap.model.classifier import SpurgeClassifier, save_bundle
@@ -87,7 +87,8 @@ def _run_key(config: SpurgemapConfig, tiles: TileSet, synthetic: list[Path]) -> 
 def _prepare_out(inputs: TrainInputs, key: str) -> tuple[Path, bool]:
     if (inputs.out / "model.spurge").exists() and not inputs.overwrite:
         raise InputError(f"{inputs.out}: already holds a trained model; pass --overwrite to replace it")
-    return resumable_workdir(inputs.out, inputs.overwrite, key)
+    tiles = inputs.tiles.root if isinstance(inputs.tiles, TileSet) else inputs.tiles
+    return resumable_workdir(inputs.out, inputs.overwrite, key, "train", [tiles, *inputs.synthetic])
 
 
 def _save_ckpt(work: Path, state: dict[str, Any]) -> None:
@@ -106,6 +107,8 @@ def _load_ckpt(work: Path) -> dict[str, Any] | None:
 def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     start = time.perf_counter()
     cfg = config.train
+    preflight(inputs.out, inputs.overwrite, [None if isinstance(inputs.tiles, TileSet) else inputs.tiles,
+                                             *inputs.synthetic])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     tiles = inputs.tiles if isinstance(inputs.tiles, TileSet) else load_tile_set(inputs.tiles, cfg.group_column)
