@@ -8,6 +8,7 @@ minimum spacing (so one visit is one independent observation) and surveyed cells
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -190,8 +191,10 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         io.write_vector(files["gpkg"], table, points(np.column_stack([x[order], y[order]])), m.crs_wkt,
                         layer="visits", geometry_type="Point")
         desc = [f"{r} p={p:.2f} {c}" for r, p, c in zip(table.reason, table.probability, table.cell_id, strict=True)]
+        slon, slat = io.transform_xy([start[0]], [start[1]], m.crs_wkt, "EPSG:4326", str(m.prob_path))
         io.write_gpx(files["gpx"], list(table.plot_id), desc, table.lon.to_numpy(), table.lat.to_numpy(),
-                     f"{site} survey route")
+                     f"{site} survey route", list(table.reason), (float(slon[0]), float(slat[0])),
+                     dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), CSV_COLUMNS)
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
