@@ -71,6 +71,7 @@ def test_sheet_text_holds_the_site_fields_and_every_visit(sheets, tmp_path):
     visits = pd.read_csv(csv)
     for _, v in visits.iterrows():
         assert f"{v.lon:.6f}" in text and f"{v.lat:.6f}" in text and v.plot_id in text
+        assert f"{v.easting:.1f}" in text and f"{v.northing:.1f}" in text  # the same grid as visits.csv
 
 
 def test_scale_bar_length_is_round_and_in_ground_metres():

@@ -90,9 +90,25 @@ def _map(ax: Any, s: SheetInputs) -> None:
     decorate(ax, s.units_per_m)
 
 
+def _grid_label(epsg: int) -> str:
+    """'UTM 12N' for WGS 84 UTM codes, else the EPSG code (what a GNSS setting shows)."""
+    if 32601 <= epsg <= 32660 or 32701 <= epsg <= 32760:
+        return f"UTM {epsg % 100}{'N' if epsg < 32700 else 'S'}"
+    return f"EPSG:{epsg}"
+
+
+def _coords(s: SheetInputs) -> tuple[str, np.ndarray, np.ndarray]:
+    """Grid label, easting, northing: the table's own columns (as in visits.csv) when it has them."""
+    t = s.table
+    if {"easting", "northing", "epsg"} <= set(t.columns) and t["epsg"].nunique() == 1:
+        return _grid_label(int(t["epsg"].iloc[0])), t["easting"].to_numpy(float), t["northing"].to_numpy(float)
+    zone, e, n = qio.utm_of(t["lon"].to_numpy(float), t["lat"].to_numpy(float))
+    return f"UTM {zone}", e, n
+
+
 def _rows(s: SheetInputs) -> list[list[str]]:
     lon, lat = s.table["lon"].to_numpy(float), s.table["lat"].to_numpy(float)
-    _, e, n = qio.utm_of(lon, lat)
+    _, e, n = _coords(s)
     plot = s.table["plot_id"] if "plot_id" in s.table.columns else s.table["visit"]
     visit = s.table["visit"] if "visit" in s.table.columns else pd.Series(range(1, len(s.table) + 1))
     return [[str(v), str(p), k, f"{a:.6f}", f"{b:.6f}", f"{ee:.1f}", f"{nn:.1f}", "", "", ""]
@@ -103,7 +119,7 @@ def _table(fig: Any, rect: tuple[float, float, float, float], rows: list[list[st
     """Rows of equal height (a full page of ``capacity`` rows fills ``rect``), tall enough to write in."""
     ax = fig.add_axes(rect)
     ax.axis("off")
-    head = ["#", "plot", "kind", "lon", "lat", f"UTM {zone} E", "N", "spurge? Y/N", "cover %", "notes"]
+    head = ["#", "plot", "kind", "lon", "lat", f"{zone} E", "N", "spurge? Y/N", "cover %", "notes"]
     widths = [0.04, 0.08, 0.09, 0.1, 0.1, 0.1, 0.11, 0.1, 0.08, 0.2]
     n = max(len(rows), 1)
     tab = ax.table(cellText=rows or [[""] * len(head)], colLabels=head, colWidths=widths, loc="upper center",
@@ -137,7 +153,7 @@ def write_field_sheet(path: Path, s: SheetInputs) -> Path:
     from matplotlib.backends.backend_pdf import PdfPages
 
     rows = _rows(s)
-    zone = qio.utm_of(s.table["lon"].to_numpy(float), s.table["lat"].to_numpy(float))[0] if rows else ""
+    zone = _coords(s)[0] if rows else ""
     chunks = [rows[:ROWS_FIRST]] + [rows[i:i + ROWS_MORE] for i in range(ROWS_FIRST, len(rows), ROWS_MORE)]
     meta = {"Title": f"{s.species} survey, site {s.site}", "Creator": f"spurgemap {__version__}"}
     with PdfPages(path, metadata=meta) as pdf:
