@@ -89,3 +89,24 @@ def test_scale_bar_length_is_round_and_in_ground_metres():
     segs = [p for p in ax.patches if p.get_height() < 5]
     assert len(segs) == 4 and sum(p.get_width() for p in segs) == pytest.approx(40)
     plt.close(fig)
+
+
+def test_previews_carry_scale_bar_north_arrow_and_site(monkeypatch, tmp_path):
+    from affine import Affine
+
+    from spurgemap.fieldwork import preview
+
+    figs = []
+    monkeypatch.setattr(preview, "_save", lambda fig, path: figs.append(fig))
+    pct = np.full((20, 30), 40, np.uint8)
+    t = Affine(3.5, 0, 500_000, 0, -3.5, 5_200_000)  # 105 m wide -> a 20 m bar
+    preview.visits_preview(tmp_path / "p.png", pct, t, np.array([500_010.0]), np.array([5_199_990.0]),
+                           np.array([500_000.0, 5_199_930.0]), "site S01", ["random"])
+    preview.zones_preview(tmp_path / "z.png", pct, t, [], "site S01")
+    for fig in figs:
+        ax = fig.axes[0]
+        segs = [p for p in ax.patches if p.get_height() < 1.0]
+        assert len(segs) == 4 and sum(p.get_width() for p in segs) == pytest.approx(20.0)
+        assert min(p.get_x() for p in segs) > 500_000 + 105 / 2  # lower right, clear of the start corner
+        texts = [t.get_text() for t in ax.texts]
+        assert "N" in texts and "20 m" in texts and "site S01" in ax.get_title()

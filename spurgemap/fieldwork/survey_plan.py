@@ -198,7 +198,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), CSV_COLUMNS)
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
-        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
+        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, f"site {site}",
                        list(table.reason), m.units_per_m)
         ortho = inputs.ortho or map_source(m.prob_path)
         files["sheet"] = write_field_sheet(tmp / "field_sheet.pdf", SheetInputs(
