@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import xml.etree.ElementTree as ET
 from itertools import combinations, pairwise
 from pathlib import Path
 
@@ -147,10 +149,22 @@ def test_gpx_and_csv_close_the_survey_loop(plan, cfg):
     assert list(wpt["name"]) == list(gdf.plot_id) == [f"site-V{v:02d}" for v in gdf.visit]
     assert np.allclose(wpt.geometry.x, ll.geometry.x, atol=1e-7)
     assert np.allclose(wpt.geometry.y, ll.geometry.y, atol=1e-7)
+    assert list(wpt["type"]) == list(gdf.reason)  # the visit kind, as GPS apps filter on it
     rte = pyogrio.read_dataframe(res.files["gpx"], layer="route_points")
-    assert np.allclose(rte.geometry.x, ll.geometry.x, atol=1e-7)
+    assert rte["name"].iloc[0] == "start"  # the walk starts where the plan says, then the visits in order
+    assert np.allclose(rte.geometry.x[1:], ll.geometry.x, atol=1e-7)
+    summary = json.loads(res.files["summary"].read_text())
+    start = gpd.GeoSeries([Point(summary["start"]["x"], summary["start"]["y"])], crs=UTM).to_crs(4326)[0]
+    assert (rte.geometry.x[0], rte.geometry.y[0]) == pytest.approx((start.x, start.y), abs=1e-7)
     routes = pyogrio.read_dataframe(res.files["gpx"], layer="routes")
-    assert len(routes) == 1 and len(routes.geometry[0].coords) == len(gdf)
+    assert len(routes) == 1 and len(routes.geometry[0].coords) == len(gdf) + 1
+    gpx = ET.parse(res.files["gpx"]).getroot()
+    ns = {"g": "http://www.topografix.com/GPX/1/1"}
+    assert [c.tag.split("}")[1] for c in gpx][:2] == ["metadata", "wpt"]  # GPX 1.1: metadata comes first
+    when = dt.datetime.strptime(gpx.find("g:metadata/g:time", ns).text, "%Y-%m-%dT%H:%M:%SZ")
+    assert abs((dt.datetime.now(dt.UTC).replace(tzinfo=None) - when).total_seconds()) < 3600
+    for wp in gpx.findall("g:wpt", ns):  # schema order inside a waypoint: name, desc, then type
+        assert [c.tag.split("}")[1] for c in wp] == ["name", "desc", "type"]
     table = pd.read_csv(res.files["csv"], dtype=str, keep_default_na=False)
     assert list(table.columns[:9]) == ["visit", "site_id", "plot_id", "lon", "lat", "easting", "northing", "epsg",
                                        "reason"]

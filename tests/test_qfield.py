@@ -92,6 +92,7 @@ def test_qgis_opens_the_package_and_an_edit_saved_there_tiles_back(package, qgis
     bad = {n: i for n, i in layers.items() if not i["valid"] or i["crs"] != "EPSG:32612"
            or not i["source"].startswith(str(phone))}
     assert not bad, bad
+    assert out["tree"] == dict.fromkeys(layers, True)  # every layer in the legend is drawn
     assert layers["observations"]["features"] == 8 and layers["plots"]["features"] == 1
     assert layers["orthomosaic"]["renderer"] == "multibandcolor"
     assert layers["leafy spurge probability (%)"]["renderer"] == "singlebandpseudocolor"

@@ -10,6 +10,8 @@ import numpy as np
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
+from spurgemap.fieldwork.map_furniture import decorate
+
 NODATA = 255
 
 
@@ -48,7 +50,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def visits_preview(path: Path, pct: np.ndarray, transform: Affine, x: np.ndarray, y: np.ndarray,
-                   start: np.ndarray, name: str, reasons: Sequence[str]) -> None:
+                   start: np.ndarray, name: str, reasons: Sequence[str], units_per_m: float = 1.0) -> None:
     fig, ax = _figure(pct.shape)
     im = _prob(ax, pct, transform)
     fig.colorbar(im, ax=ax, label="leafy spurge probability (%)", shrink=0.8)
@@ -61,6 +63,7 @@ def visits_preview(path: Path, pct: np.ndarray, transform: Affine, x: np.ndarray
     for i, (a, b) in enumerate(zip(x, y, strict=True), 1):
         ax.annotate(str(i), (a, b), xytext=(3, 3), textcoords="offset points", fontsize=7)
     ax.set_title(f"{name}: {len(x)} visits in walking order", fontsize=9)
+    decorate(ax, units_per_m)
     _save(fig, path)
 
 
@@ -72,17 +75,19 @@ def _outline(ax: Any, geoms: Sequence[BaseGeometry], colour: str) -> None:
                 ax.plot(xs, ys, color=colour, lw=1.2)
 
 
-def zones_preview(path: Path, pct: np.ndarray, transform: Affine, zones: Sequence[BaseGeometry], name: str) -> None:
+def zones_preview(path: Path, pct: np.ndarray, transform: Affine, zones: Sequence[BaseGeometry], name: str,
+                  units_per_m: float = 1.0) -> None:
     fig, ax = _figure(pct.shape)
     im = _prob(ax, pct, transform)
     fig.colorbar(im, ax=ax, label="leafy spurge probability (%)", shrink=0.8)
     _outline(ax, zones, "#ff7800")
     ax.set_title(f"{name}: {len(zones)} treatment zones", fontsize=9)
+    decorate(ax, units_per_m)
     _save(fig, path)
 
 
 def change_preview(path: Path, change: np.ndarray, transform: Affine, classes: dict[int, tuple[str, Any]],
-                   name: str) -> None:
+                   name: str, units_per_m: float = 1.0) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -96,4 +101,5 @@ def change_preview(path: Path, change: np.ndarray, transform: Affine, classes: d
     ax.legend(handles=[Patch(color=c, label=label) for c, (label, _) in zip(colours, classes.values(), strict=True)],
               fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_title(f"{name}: change", fontsize=9)
+    decorate(ax, units_per_m)
     _save(fig, path)

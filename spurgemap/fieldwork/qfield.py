@@ -87,29 +87,31 @@ def write_qfield_package(plan_dir: Path, q: QFieldInputs) -> dict[str, Path]:
     qio.write_observations(folder / "observations.gpkg", table, q.geoms, q.crs_wkt, OBS_LAYER,
                            [(name, sql) for name, sql, _ in EDIT_FIELDS])
     model_fields = ["fid", *map(str, table.columns)]
-    obs = Layer("observations_01", "observations", "vector", f"./observations.gpkg|layername={OBS_LAYER}", crs,
+    obs = Layer("spurgemap_observations", "observations", "vector", f"./observations.gpkg|layername={OBS_LAYER}", crs,
                 visits_vector_qml(), "Point", fields=[*model_fields, *names],
                 form=[f for _, _, f in EDIT_FIELDS], read_only=model_fields)
     layers = [obs]
     context = folder / "context.gpkg"
     if q.zones is not None and q.zones.exists() and qio.copy_vector_layer(q.zones, context, "zones", q.crs_wkt):
-        layers.append(_vector("zones_01", "spray zones", "context.gpkg", "zones", crs, "MultiPolygon",
+        layers.append(_vector("spurgemap_zones", "spray zones", "context.gpkg", "zones", crs, "MultiPolygon",
                               zones_vector_qml()))
     presence = q.prob_path.with_name(q.prob_path.name.replace("_prob.tif", "_presence.gpkg"))
     if presence.exists() and qio.copy_vector_layer(presence, context, "presence", q.crs_wkt):
-        layers.append(_vector("presence_01", f"{q.species} presence (map)", "context.gpkg", "presence", crs,
+        layers.append(_vector("spurgemap_presence", f"{q.species} presence (map)", "context.gpkg", "presence", crs,
                               "MultiPolygon", presence_vector_qml(q.species)))
+        layers[-1].visible = False  # the probability raster shows the same cells; one tap turns it on
     for i, (name, gtype) in enumerate(qio.write_context_layers(context, q.surveyed, q.crs_wkt).items()):
-        layers.append(_vector(f"{name}_{i:02d}", name.replace("_", " "), "context.gpkg", name, crs, gtype, None))
+        layers.append(_vector(f"spurgemap_{name}_{i:02d}", name.replace("_", " "), "context.gpkg", name, crs,
+                              gtype, None))
     qio.copy_raster(q.prob_path, folder / "probability.tif")
-    layers.append(Layer("probability_01", f"{q.species} probability (%)", "raster", "./probability.tif", crs,
+    layers.append(Layer("spurgemap_probability", f"{q.species} probability (%)", "raster", "./probability.tif", crs,
                         prob_raster_qml(round(q.threshold * 100), q.species)))
     extent = qio.raster_extent(folder / "probability.tif")
     if q.ortho is None or not q.ortho.exists():
         log.warning("%s: orthomosaic %s not found, the QField project has no basemap; pass --ortho",
                     q.prob_path, q.ortho)
     elif qio.write_basemap(q.ortho, folder / "basemap.tif", BASEMAP_MAX_PX):
-        layers.append(Layer("basemap_01", "orthomosaic", "raster", "./basemap.tif", qio.crs_xml_fields(
+        layers.append(Layer("spurgemap_basemap", "orthomosaic", "raster", "./basemap.tif", qio.crs_xml_fields(
             qio.raster_crs_wkt(folder / "basemap.tif")), rgb_qml()))
     project = folder / f"{q.site}.qgs"
     project.write_text(project_xml(f"{q.site} survey", crs, layers, extent), encoding="utf-8")

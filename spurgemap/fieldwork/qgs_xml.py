@@ -35,7 +35,11 @@ class FormField:
 
 @dataclass
 class Layer:
-    """One project layer: ``source`` relative to the project file (``./x.gpkg|layername=y``)."""
+    """One project layer: ``source`` relative to the project file (``./x.gpkg|layername=y``).
+
+    ``id`` must be over 10 characters: QGIS 3.22 ignores shorter ids and makes up its own, and the layer
+    tree then points at nothing (the layer loads but is never drawn).
+    """
 
     id: str
     name: str
@@ -168,6 +172,9 @@ def rgb_qml() -> str:
 def project_xml(title: str, crs: dict[str, str], layers: list[Layer],
                 extent: tuple[float, float, float, float]) -> str:
     """The whole ``.qgs``: ``layers`` top to bottom as drawn (first = on top), paths relative."""
+    short = [lyr.id for lyr in layers if len(lyr.id) <= 10]
+    if short:
+        raise ValueError(f"QGIS ignores layer ids of 10 characters or fewer: {short}")
     root = ET.Element("qgis", {"projectname": title, "version": QGIS_VERSION})
     ET.SubElement(root, "homePath", {"path": ""})
     ET.SubElement(root, "title").text = title

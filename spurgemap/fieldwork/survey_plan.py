@@ -10,6 +10,7 @@ cells are left out, and so are cells whose tile `tile` would skip (so a filled-i
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id, site_id_of
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.checks import check_start
+from spurgemap.fieldwork.field_sheet import SheetInputs, write_field_sheet
 from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
@@ -215,14 +217,19 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         io.write_vector(files["gpkg"], table, points(np.column_stack([x[order], y[order]])), m.crs_wkt,
                         layer="visits", geometry_type="Point")
         desc = [f"{r} p={p:.2f} {c}" for r, p, c in zip(table.reason, table.probability, table.cell_id, strict=True)]
+        slon, slat = io.transform_xy([start[0]], [start[1]], m.crs_wkt, "EPSG:4326", str(m.prob_path))
         io.write_gpx(files["gpx"], list(table.plot_id), desc, table.lon.to_numpy(), table.lat.to_numpy(),
-                     f"{site} survey route")
+                     f"{site} survey route", list(table.reason), (float(slon[0]), float(slat[0])),
+                     dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         io.write_rows(files["csv"], table.assign(presence="").to_dict("records"), CSV_COLUMNS)
         files["qml"].write_text(visits_vector_qml(), encoding="utf-8")
         files["summary"].write_text(json.dumps(summary, indent=2, default=_jsonable))
-        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, m.name,
-                       list(table.reason))
+        visits_preview(files["preview"], m.pct, m.transform, x[order], y[order], start, f"site {site}",
+                       list(table.reason), m.units_per_m)
         ortho = inputs.ortho or map_source(m.prob_path)
+        files["sheet"] = write_field_sheet(tmp / "field_sheet.pdf", SheetInputs(
+            site, table, x[order], y[order], start, m.pct, m.transform, m.crs_wkt, m.threshold, m.units_per_m,
+            length, config.labels.species, ortho))
         files.update(write_qfield_package(tmp, QFieldInputs(
             site, table, list(points(np.column_stack([x[order], y[order]]))), m.crs_wkt, m.prob_path, m.threshold,
             config.labels.species, ortho, list(inputs.exclude), inputs.zones)))

@@ -244,21 +244,40 @@ def kml_driver() -> str:
 
 
 def write_gpx(path: Path, names: Sequence[str], descs: Sequence[str], lon: np.ndarray, lat: np.ndarray,
-              route_name: str) -> Path:
-    """GPX 1.1 waypoints plus one route through them in the given order (any GPS app, QGIS)."""
+              route_name: str, types: Sequence[str] | None = None, start: tuple[float, float] | None = None,
+              time: str | None = None) -> Path:
+    """GPX 1.1 waypoints plus one route through them in the given order (any GPS app, QGIS).
+
+    ``types``: each waypoint's ``<type>`` (the visit kind, which GPS apps can filter on); ``start``:
+    (lon, lat) of the walk's start, the route's first point, so the app navigates from there; ``time``:
+    ``<metadata><time>`` (ISO 8601 UTC), when the plan was made. Child order follows the GPX 1.1 schema.
+    """
     ns = "http://www.topografix.com/GPX/1/1"
     root = ET.Element("gpx", {"version": "1.1", "creator": "spurgemap", "xmlns": ns})
-    points = list(zip(names, descs, np.asarray(lon).tolist(), np.asarray(lat).tolist(), strict=True))
-    for name, desc, x, y in points:
+    meta = ET.SubElement(root, "metadata")
+    ET.SubElement(meta, "name").text = route_name
+    if time is not None:
+        ET.SubElement(meta, "time").text = time
+    kinds = list(types) if types is not None else [None] * len(names)
+    points = list(zip(names, descs, np.asarray(lon).tolist(), np.asarray(lat).tolist(), kinds, strict=True))
+    for name, desc, x, y, kind in points:
         wpt = ET.SubElement(root, "wpt", {"lat": f"{y:.8f}", "lon": f"{x:.8f}"})
         ET.SubElement(wpt, "name").text = name
         ET.SubElement(wpt, "desc").text = desc
+        if kind is not None:
+            ET.SubElement(wpt, "type").text = kind
     rte = ET.SubElement(root, "rte")
     ET.SubElement(rte, "name").text = route_name
-    for name, desc, x, y in points:
+    if start is not None:
+        pt = ET.SubElement(rte, "rtept", {"lat": f"{start[1]:.8f}", "lon": f"{start[0]:.8f}"})
+        ET.SubElement(pt, "name").text = "start"
+        ET.SubElement(pt, "type").text = "start"
+    for name, desc, x, y, kind in points:
         pt = ET.SubElement(rte, "rtept", {"lat": f"{y:.8f}", "lon": f"{x:.8f}"})
         ET.SubElement(pt, "name").text = name
         ET.SubElement(pt, "desc").text = desc
+        if kind is not None:
+            ET.SubElement(pt, "type").text = kind
     ET.indent(root, space="  ")
     path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
     return path

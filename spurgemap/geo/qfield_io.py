@@ -124,7 +124,7 @@ def write_basemap(src: Path, dst: Path, max_side_px: int) -> bool:
             rasterio.shutil.copy(ds, dst, **opts)
         else:
             w, h = math.ceil(ds.width / factor), math.ceil(ds.height / factor)
-            t = ds.transform * ds.transform.scale(ds.width / w, ds.height / h)
+            t = ds.transform @ ds.transform.scale(ds.width / w, ds.height / h)
             with WarpedVRT(ds, width=w, height=h, transform=t, resampling=Resampling.average) as vrt:
                 rasterio.shutil.copy(vrt, dst, **opts)
     return True
@@ -166,22 +166,42 @@ def read_rgb_window(path: Path, bounds: tuple[float, float, float, float], max_s
                     crs_wkt: str) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
     """The orthomosaic over ``bounds`` (map CRS), read down to ``max_side_px``: (h, w, 4) uint8 RGBA and its
     extent, for printing; None when it cannot be read or is not in the map CRS."""
-    from rasterio.windows import from_bounds
+    from rasterio.windows import Window
 
     try:
         with rasterio.open(path) as ds:
             if ds.crs is None or CRS.from_wkt(ds.crs.to_wkt()) != CRS.from_wkt(crs_wkt) or ds.count < 3:
                 return None
-            win = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
+            inv = ~ds.transform
+            c0, r0 = inv @ (bounds[0], bounds[3])
+            c1, r1 = inv @ (bounds[2], bounds[1])
+            # clipped to the raster, not a boundless read (rasterio's boundless path warns about Affine *)
+            col, row = max(0, math.floor(min(c0, c1))), max(0, math.floor(min(r0, r1)))
+            col1, row1 = min(ds.width, math.ceil(max(c0, c1))), min(ds.height, math.ceil(max(r0, r1)))
+            if col1 <= col or row1 <= row:
+                return None
+            win = Window(col, row, col1 - col, row1 - row)
             factor = max(1.0, max(win.width, win.height) / max_side_px)
             shape = (max(1, int(win.height / factor)), max(1, int(win.width / factor)))
-            rgb = ds.read([1, 2, 3], window=win, out_shape=(3, *shape), boundless=True, fill_value=255,
-                          resampling=Resampling.average)
-            mask = ds.dataset_mask(window=win, out_shape=shape, boundless=True, resampling=Resampling.nearest)
-            b = ds.window_bounds(win)
+            rgb = ds.read([1, 2, 3], window=win, out_shape=(3, *shape), resampling=Resampling.average)
+            mask = ds.dataset_mask(window=win, out_shape=shape, resampling=Resampling.nearest)
+            left, top = ds.transform @ (col, row)
+            right, bottom = ds.transform @ (col + win.width, row + win.height)
     except rasterio.errors.RasterioIOError:
         return None
     if rgb.dtype != np.uint8:
         return None
     rgba = np.concatenate([rgb, mask[None].astype(np.uint8)]).transpose(1, 2, 0)
-    return rgba, (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+    return rgba, (float(left), float(min(bottom, top)), float(right), float(max(bottom, top)))
+
+
+def utm_of(lon: np.ndarray, lat: np.ndarray) -> tuple[str, np.ndarray, np.ndarray]:
+    """WGS 84 UTM coordinates in the zone of the points' mean longitude (one zone per site, as a GPS shows)."""
+    from pyproj import Transformer
+
+    lon, lat = np.asarray(lon, float), np.asarray(lat, float)
+    zone = int((float(np.mean(lon)) + 180) // 6) % 60 + 1
+    north = float(np.mean(lat)) >= 0
+    tr = Transformer.from_crs(4326, (32600 if north else 32700) + zone, always_xy=True)
+    e, n = tr.transform(lon, lat)
+    return f"{zone}{'N' if north else 'S'}", np.asarray(e, float), np.asarray(n, float)

@@ -49,6 +49,8 @@ def inspect(project_path: str, edit: dict[str, Any]) -> dict[str, Any]:
         else:
             info["renderer"] = layer.renderer().type() if layer.renderer() else None
         out["layers"][layer.name()] = info
+    # every layer-tree entry must resolve to a loaded layer, else QGIS/QField loads it but never draws it
+    out["tree"] = {node.name(): node.layer() is not None for node in project.layerTreeRoot().findLayers()}
     target = project.mapLayersByName(edit["layer"])
     if not target:
         out["edit_error"] = f"no layer {edit['layer']}"
