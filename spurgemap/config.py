@@ -190,6 +190,7 @@ class AugmentConfig(_Section):
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    retries: int = Field(2, ge=0, le=10)  # a non-finite or constant image is made again with new seeds, then skipped
     tokens: TokenConfig = TokenConfig()
     inpaint: InpaintConfig = InpaintConfig()
     compose: ComposeConfig = ComposeConfig()
