@@ -211,6 +211,8 @@ class EvaluateConfig(_Section):
     shots: list[int] = [1, 2, 4, 8, 16]
     seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]
     diffusion_model: str | None = None  # for generative methods; overrides augment.model
+    # reference: the DA-Fusion paper's spurge settings on top of this config (evaluate/protocol.py)
+    protocol: Literal["default", "reference"] = "default"
     val_sites: list[str] = []  # empty (with test_sites empty): the last site tests, the one before validates
     test_sites: list[str] = []
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from spurgemap import __version__
 from spurgemap.augment.batching import FP16_HINT, batches
-from spurgemap.augment.diffusion import DiffusionModel, describe, load_model
+from spurgemap.augment.diffusion import DiffusionModel, describe, lent, load_model
 from spurgemap.augment.erase import erase_concepts
 from spurgemap.augment.generate import SKIPPED, generate, guard_counts, read_skipped, write_skipped
 from spurgemap.augment.manifest import MANIFEST, PROVENANCE, write_provenance
@@ -172,6 +172,7 @@ class AugmentInputs:
     rank: int = 0
     world: int = 1
     barrier: Callable[[], None] | None = None  # accelerate's wait_for_everyone
+    model: DiffusionModel | None = None  # already loaded (evaluate's grid): used, then put back as it was
 
 
 @dataclass
@@ -216,7 +217,15 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
     if (inputs.out / MANIFEST).exists() and not inputs.overwrite:
         raise InputError(f"{inputs.out}: already holds a finished synthetic set; pass --overwrite to replace it")
     existed = inputs.out.exists()
-    model = _model(config)
+    if inputs.model is None or a.erase.concepts:  # erasure rewrites the UNet: never on a lent model
+        return _run(config, inputs, sel, _model(config), existed, start)
+    with lent(inputs.model) as model:
+        return _run(config, inputs, sel, model, existed, start)
+
+
+def _run(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, model: DiffusionModel, existed: bool,
+         start: float) -> AugmentResult:
+    a = config.augment
     gen = Generator(model, a)
     masks = None
     if "inpaint" in methods_used(a) and a.inpaint.mask == "layer":
