@@ -67,6 +67,8 @@ class AugmentOnTheFly(_Section):
 
     d4: bool = True
     randaugment: bool = False
+    # probe: RandAugment as this many cached views per tile (1 per synthetic image); 0: live, every draw
+    randaugment_views: int = Field(10, ge=0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
     cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability per batch
     mixup: float = Field(0.0, ge=0.0, le=1.0)

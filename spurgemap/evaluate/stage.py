@@ -173,7 +173,7 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
     shared = SharedModel(config, model_hash)
     grid = [(m, k, s) for m in e.methods for k in e.shots for s in e.seeds]
     rows: list[dict[str, Any]] = []
-    trained, times = 0, []
+    trained, times = 0, dict[str, list[float]]()
     tiny = False
     for n, (method, k, seed) in enumerate(grid, start=1):
         cfg = _run_config(config, method, k, seed, val, test)
@@ -185,15 +185,25 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
         rows += _rows(method, k, seed, metrics)
         if fresh:
             trained += 1
-            times.append(time.perf_counter() - t0)
-        left = len(grid) - n
-        eta = f", ETA {np.mean(times) * left / 60:.1f} min" if times and left else ""
+            times.setdefault(method, []).append(time.perf_counter() - t0)
+        eta = _eta(times, [m for m, _, _ in grid[n:]])
         test_ba = (metrics.get("test") or {}).get("balanced_accuracy", float("nan"))
         log.info("[%d/%d] %s k=%d seed=%d: test balanced accuracy %.3f (%s)%s", n, len(grid), method, k, seed,
                  test_ba, "trained" if fresh else "cached", eta)
     results = pd.DataFrame(rows, columns=["method", "k", "seed", "split", "metric", "value", "randaugment"])
     write_reports(out, results, config, val, test, tiny, tiles.root)
     return EvaluateResult(out, results, len(grid), trained, time.perf_counter() - start, val, test, tiny)
+
+
+def _eta(times: dict[str, list[float]], left: list[str]) -> str:
+    """Time left, from the cells measured so far of the same arm (arms cost very differently); an arm
+    with no finished cell yet is guessed from the others and said so. Cached cells may lower it."""
+    if not left or not times:
+        return ""
+    every = [t for ts in times.values() for t in ts]
+    seconds = sum(float(np.mean(times.get(m) or every)) for m in left)
+    guessed = sorted({m for m in left if m not in times})
+    return f", ETA {seconds / 60:.1f} min" + (f" (guessed for {', '.join(guessed)})" if guessed else "")
 
 
 def _grid_keys(config: SpurgemapConfig, tiles: TileSet,
