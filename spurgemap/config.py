@@ -73,6 +73,8 @@ class AugmentOnTheFly(_Section):
 
     d4: bool = True
     randaugment: bool = False
+    # probe: RandAugment as this many cached views per tile (1 per synthetic image); 0: live, every draw
+    randaugment_views: int = Field(10, ge=0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
     cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability per batch
     mixup: float = Field(0.0, ge=0.0, le=1.0)
@@ -196,6 +198,7 @@ class AugmentConfig(_Section):
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    retries: int = Field(2, ge=0, le=10)  # a non-finite or constant image is made again with new seeds, then skipped
     tokens: TokenConfig = TokenConfig()
     inpaint: InpaintConfig = InpaintConfig()
     compose: ComposeConfig = ComposeConfig()
@@ -216,6 +219,8 @@ class EvaluateConfig(_Section):
     shots: list[int] = [1, 2, 4, 8, 16]
     seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]
     diffusion_model: str | None = None  # for generative methods; overrides augment.model
+    # reference: the DA-Fusion paper's spurge settings on top of this config (evaluate/protocol.py)
+    protocol: Literal["default", "reference"] = "default"
     val_sites: list[str] = []  # empty (with test_sites empty): the last site tests, the one before validates
     test_sites: list[str] = []
 
