@@ -273,7 +273,7 @@ class ZonesConfig(_Section):
     buffer_m: float = Field(1.0, ge=0.0, le=1000.0)  # metres; more than 1 km is no spot spray
     min_area_m2: float = Field(1.0, ge=0.0, le=1e6)
     simplify_m: float = Field(0.25, ge=0.0, le=1000.0)  # clamped to buffer_m (it must not eat the buffer)
-    rate_l_per_ha: float | None = Field(None, gt=0.0, le=2000.0)  # spray volume (older name of treatment.carrier_l_per_ha)
+    rate_l_per_ha: float | None = Field(None, gt=0.0, le=2000.0)  # spray volume (old name of --carrier)
     # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
     terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
     max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
