@@ -124,7 +124,9 @@ def test_output_files_are_qgis_ready(trained, mapped):
     assert summary["tiles_per_second"] == pytest.approx(summary["tiles_predicted"] / sec, rel=0.02)
     assert summary["hectares_per_hour"] == pytest.approx(summary["mapped_area_ha"] / (sec / 3600), rel=0.02)
     assert summary["present_cells"] == int((cls == 1).sum()) and summary["cells"] == len(tiles)
-    assert len(summary["plots"]) == 27 and {"spurge_area_m2", "spurge_share"} <= set(summary["plots"][0])
+    # only site03's plots: the other sites' plots are not on this map (0 m² there would read as "absent")
+    assert len(summary["plots"]) == 9 and {p["site_id"] for p in summary["plots"]} == {"site03"}
+    assert summary["plots_not_on_map"] == 18 and {"spurge_area_m2", "spurge_share"} <= set(summary["plots"][0])
     assert "plot" in (mapped / "ortho_summary.csv").read_text()
     for name in ("prob", "class", "tiles", "presence"):
         assert (mapped / f"ortho_{name}.qml").read_text().lstrip().startswith("<!DOCTYPE qgis")

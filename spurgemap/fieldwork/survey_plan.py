@@ -120,7 +120,7 @@ def tile_keeps(config: SpurgemapConfig, m: io.MapLayers, eligible: np.ndarray,
     window = int(m.tags.get("tile_size_px", config.tile.tile_size_px))
     frac = io.tile_valid_fractions(path, m.transform, m.crs_wkt, eligible, window)
     # half a pixel column of margin: `tile` may snap the tile by up to half a pixel
-    keep = eligible & (np.nan_to_num(frac) >= need + 0.5 / window)
+    keep = eligible & (np.nan_to_num(frac) >= min(need + 0.5 / window, 1.0))
     return keep, {"checked": True, "orthomosaic": str(path), "min_valid_fraction": need, "window_px": window,
                   "cells_dropped": int((eligible & ~keep).sum())}
 
