@@ -97,7 +97,7 @@ def test_demo_command_runs_the_built_stages(tmp_path):
         assert both.sum() >= 0.8 * (before != 255).sum()
         assert np.array_equal((before == 1)[both], np.isin(change, (2, 3))[both])
         assert (change == 3).sum() > (change == 2).sum()  # spurge spreads more than it retreats
-        assert (tmp_path / "run" / "zones" / site / "zones.shp").exists()
+        assert (tmp_path / "run" / "zones" / site / f"{site}_zones.shp").exists()  # per-site terminal names
     flat = " ".join(res.stdout.split())
     assert "change: site01 new" in flat and "zones: site01" in flat and "survey-plan: site01" in flat
     # a plan for every site where cells are left once the surveyed plots are excluded, else it says why
