@@ -42,9 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from spurgemap.augment.batching import batches
 from spurgemap.augment.diffusion import DiffusionModel, load_model
 from spurgemap.augment.methods import Generator, Job, plan_jobs
-from spurgemap.augment.stage import _batches
 from spurgemap.augment.tiny import write_tiny_model, write_tiny_tokenizer
 from spurgemap.augment.tokens import learn_tokens
 from spurgemap.config import AugmentConfig, TokenConfig, load_config
@@ -142,10 +142,10 @@ def reference(model: DiffusionModel, tiles: np.ndarray, jobs: list[Job], steps: 
 
 def ours(model: DiffusionModel, tiles: np.ndarray, jobs: list[Job], cfg: AugmentConfig) -> float:
     gen = Generator(model, cfg)
-    batches = _batches(jobs, cfg.batch_size)
-    low = min(batches, key=lambda b: (b[0].steps[0].strength or 0.0, -len(b)))
+    groups = batches(jobs, cfg.batch_size)
+    low = min(groups, key=lambda b: (b[0].steps[0].strength or 0.0, -len(b)))
     timed(model, lambda: gen.run(tiles[[jb.tile for jb in low]], low, None, TILE_PX))  # warm-up
-    return timed(model, lambda: [gen.run(tiles[[jb.tile for jb in b]], b, None, TILE_PX) for b in batches])
+    return timed(model, lambda: [gen.run(tiles[[jb.tile for jb in b]], b, None, TILE_PX) for b in groups])
 
 
 def token_speed(model: DiffusionModel, steps: int, tcfg: TokenConfig) -> tuple[float, float, float]:

@@ -23,7 +23,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float option and config value is finite (nan/inf is one line naming it)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LabelRules(_Section):
@@ -35,6 +36,7 @@ class LabelRules(_Section):
     species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
     class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
     species_code: str = Field("EUES", min_length=1)  # USDA PLANTS symbol, for infestation records
+    scientific_name: str = "Euphorbia esula"  # for infestation records (NAISMA asks for it)
 
     @field_validator("present", "absent")
     @classmethod
@@ -71,6 +73,8 @@ class AugmentOnTheFly(_Section):
 
     d4: bool = True
     randaugment: bool = False
+    # probe: RandAugment as this many cached views per tile (1 per synthetic image); 0: live, every draw
+    randaugment_views: int = Field(10, ge=0)
     color_jitter: float = Field(0.0, ge=0.0, le=1.0)
     cutmix: float = Field(0.0, ge=0.0, le=1.0)  # probability per batch
     mixup: float = Field(0.0, ge=0.0, le=1.0)
@@ -194,6 +198,7 @@ class AugmentConfig(_Section):
     batch_size: int = Field(8, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: fp16 on CUDA, fp32 on CPU
+    retries: int = Field(2, ge=0, le=10)  # a non-finite or constant image is made again with new seeds, then skipped
     tokens: TokenConfig = TokenConfig()
     inpaint: InpaintConfig = InpaintConfig()
     compose: ComposeConfig = ComposeConfig()
@@ -214,6 +219,8 @@ class EvaluateConfig(_Section):
     shots: list[int] = [1, 2, 4, 8, 16]
     seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]
     diffusion_model: str | None = None  # for generative methods; overrides augment.model
+    # reference: the DA-Fusion paper's spurge settings on top of this config (evaluate/protocol.py)
+    protocol: Literal["default", "reference"] = "default"
     val_sites: list[str] = []  # empty (with test_sites empty): the last site tests, the one before validates
     test_sites: list[str] = []
 
@@ -244,20 +251,29 @@ class PredictConfig(_Section):
 class SurveyPlanConfig(_Section):
     """`spurgemap survey-plan`: which cells to visit next, and in what order (checked by the stage)."""
 
-    n: int = 20
-    min_spacing_m: float = 20.0
+    n: int = 20  # >= 1, checked by the stage
+    min_spacing_m: float = Field(20.0, ge=0.0, le=10_000.0)
     start_lonlat: tuple[float, float] | None = None  # default: the map's south-west corner
     seed: int = 0
     band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
+    # an "uncertain" visit needs 1 - confidence >= this (sits' min_uncert): 0.2 < p < 0.8 at t = 0.5
+    min_uncertainty: float = Field(0.4, ge=0.0, le=1.0)
+
+    @field_validator("start_lonlat")
+    @classmethod
+    def _lonlat(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not (-180 <= value[0] <= 180 and -90 <= value[1] <= 90):
+            raise ValueError("expected LON,LAT in degrees (WGS 84), longitude first, e.g. -110.5,45.7")
+        return value
 
 
 class ZonesConfig(_Section):
     """`spurgemap zones`: spot-spray treatment zones from the presence cells."""
 
-    buffer_m: float = 1.0
-    min_area_m2: float = 1.0
-    simplify_m: float = 0.25
-    rate_l_per_ha: float | None = None  # spray volume (L/ha; older name of treatment.carrier_l_per_ha)
+    buffer_m: float = Field(1.0, ge=0.0, le=1000.0)  # metres; more than 1 km is no spot spray
+    min_area_m2: float = Field(1.0, ge=0.0, le=1e6)
+    simplify_m: float = Field(0.25, ge=0.0, le=1000.0)  # clamped to buffer_m (it must not eat the buffer)
+    rate_l_per_ha: float | None = Field(None, gt=0.0, le=2000.0)  # spray volume (old name of --carrier)
     # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
     terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
     max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
@@ -269,8 +285,8 @@ class ZonesConfig(_Section):
 class ChangeConfig(_Section):
     """`spurgemap change`: when two maps' grids differ enough to warn."""
 
-    max_offset_cells: float = 0.25  # grid offset, as a fraction of a cell
-    max_resolution_diff: float = 0.05  # relative difference in cell size
+    max_offset_cells: float = Field(0.25, ge=0.0)  # grid offset, as a fraction of a cell
+    max_resolution_diff: float = Field(0.05, ge=0.0)  # relative difference in cell size
 
 
 class DemoConfig(_Section):
@@ -316,7 +332,9 @@ def _apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # extra advice for values whose rule the schema cannot state alone
-_HINTS = {"predict.stride_px": "; the stride must also divide the tile size (e.g. 125 or 50 for 250-px tiles)"}
+_HINTS = {"predict.stride_px": "; the stride must also divide the tile size (e.g. 125 or 50 for 250-px tiles)",
+          "zones.buffer_m": " (metres)", "zones.simplify_m": " (metres)", "zones.min_area_m2": " (square metres)",
+          "zones.rate_l_per_ha": " (litres per hectare)", "survey_plan.min_spacing_m": " (metres)"}
 
 
 def _origin(loc: tuple[Any, ...], given: dict[str, str]) -> str | None:

@@ -15,7 +15,8 @@ Terminal = Literal["generic", "deere", "trimble", "raven", "agfusion"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # the same rules as config.py's sections: unknown keys and nan/inf are refused
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Product(_Section):

@@ -53,7 +53,7 @@ def make_pct(seed: int = 0) -> np.ndarray:
 
 
 def write_maps(folder: Path, pct: np.ndarray, name: str = "site", transform: Affine | None = None,
-               threshold: float = THRESHOLD, crs: str = UTM) -> Path:
+               threshold: float = THRESHOLD, crs: str = UTM, extra_tags: dict[str, str] | None = None) -> Path:
     """`<name>_prob.tif` and `<name>_class.tif` with predict's tags (see predict/outputs.py)."""
     from pyproj import CRS
 
@@ -62,7 +62,8 @@ def write_maps(folder: Path, pct: np.ndarray, name: str = "site", transform: Aff
     wkt = CRS.from_user_input(crs).to_wkt()
     tags = {"spurgemap_version": "0.1.0", "bundle_sha256": "0" * 64, "threshold": f"{threshold:.6f}",
             "tile_size_px": "250", "stride_px": "250", "source": f"{name}.tif", "source_sha256": "0" * 64,
-            "created": "2024-06-01T00:00:00Z", "model_backbone": "test", "units": "percent probability of leafy spurge"}
+            "created": "2024-06-01T00:00:00Z", "model_backbone": "test", "units": "percent probability of leafy spurge",
+            **(extra_tags or {})}
     cls = np.where(pct == 255, 255, pct >= threshold * 100).astype(np.uint8)
     write_cog(folder / f"{name}_prob.tif", pct, t, wkt, 255, tags, description="leafy spurge probability (%)")
     write_cog(folder / f"{name}_class.tif", cls, t, wkt, 255, {**tags, "classes": "0=absent,1=present"},

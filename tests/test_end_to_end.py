@@ -7,9 +7,11 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from conftest import cli_ok
+from test_zones_prescriptions import ISOXML_XSD
 from typer.testing import CliRunner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "field_data" / "examples"
@@ -97,7 +99,17 @@ def test_demo_command_runs_the_built_stages(tmp_path):
         assert both.sum() >= 0.8 * (before != 255).sum()
         assert np.array_equal((before == 1)[both], np.isin(change, (2, 3))[both])
         assert (change == 3).sum() > (change == 2).sum()  # spurge spreads more than it retreats
-        assert (tmp_path / "run" / "zones" / site / f"{site}_zones.shp").exists()  # per-site terminal names
+        zones = tmp_path / "run" / "zones" / site
+        assert (zones / f"{site}_zones.shp").exists() and (zones / "TASKDATA" / "TASKDATA.XML").exists()
+        assert (zones / "deere" / "Rx" / f"{site.upper()}.shp").exists() and (zones / "infestations.csv").exists()
+        assert all((zones / t / f"{site}_zones.shp").exists() for t in ("raven", "trimble", "agfusion"))
+        records = pd.read_csv(zones / "infestations.csv")
+        assert (records.obs_date == "2025-06-15").all()  # the second season's flight date, from its TIFF tags
+        if ISOXML_XSD.is_file():  # ../shared beside the clone (tests/test_zones_prescriptions.py insists under CI)
+            from lxml import etree
+
+            schema = etree.XMLSchema(etree.parse(str(ISOXML_XSD)))
+            assert schema.validate(etree.parse(str(zones / "TASKDATA" / "TASKDATA.XML"))), schema.error_log
     flat = " ".join(res.stdout.split())
     assert "change: site01 new" in flat and "zones: site01" in flat and "survey-plan: site01" in flat
     # a plan for every site where cells are left once the surveyed plots are excluded, else it says why

@@ -48,7 +48,7 @@ def test_grid_writes_all_outputs_caches_and_repeats(setup, tmp_path):
     assert first.runs == 6 and first.trained == 6 and first.tiny_model
     assert (first.val_sites, first.test_sites) == (["s1"], ["s2"])
     res = pd.read_csv(out / "results.csv")
-    assert list(res.columns) == ["method", "k", "seed", "split", "metric", "value"]
+    assert list(res.columns) == ["method", "k", "seed", "split", "metric", "value", "randaugment"]
     per_run = res.groupby(["method", "k", "seed"]).size()
     assert len(per_run) == 6 and (per_run == 6).all()  # one row set per (method, k, seed)
     assert set(res.split) == {"validation", "test"}

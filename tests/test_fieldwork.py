@@ -82,19 +82,24 @@ def test_uncertain_half_is_closest_to_threshold_and_random_half_covers_bands(pla
     pct = make_pct()
     gdf = gpd.read_file(res.files["gpkg"])
     assert (gdf.reason == "uncertain").sum() == 8 and (gdf.reason == "random").sum() == 8
-    # every eligible cell nearer the threshold than the worst uncertain pick is blocked by the spacing
+    # on each side of the threshold, every eligible cell nearer it than that side's worst uncertain pick
+    # is blocked by the spacing
     unc = gdf[gdf.reason == "uncertain"]
-    worst = np.abs(unc.probability - THRESHOLD).max()
+    assert (unc.uncertainty >= 0.4).all()
+    assert (unc.probability < THRESHOLD).any() and (unc.probability >= THRESHOLD).any()
     surveyed = gpd.read_file(plots).union_all()
     xy = np.column_stack([gdf.geometry.x, gdf.geometry.y])
     rr, cc = np.nonzero(pct != 255)
-    for r, c in zip(rr, cc, strict=True):
-        x, y = centre(r, c)
-        if abs(pct[r, c] / 100 - THRESHOLD) >= worst - 1e-9 or ((gdf.row == r) & (gdf.col == c)).any():
-            continue
-        if box(x - CELL / 2, y - CELL / 2, x + CELL / 2, y + CELL / 2).intersects(surveyed):
-            continue
-        assert np.hypot(xy[:, 0] - x, xy[:, 1] - y).min() < 12.0, (r, c)
+    for below in (True, False):
+        side = unc[(unc.probability < THRESHOLD) == below]
+        worst = np.abs(side.probability - THRESHOLD).max()
+        for r, c in zip(rr, cc, strict=True):
+            x, y = centre(r, c)
+            if (pct[r, c] / 100 < THRESHOLD) != below or abs(pct[r, c] / 100 - THRESHOLD) >= worst - 1e-9:
+                continue
+            if box(x - CELL / 2, y - CELL / 2, x + CELL / 2, y + CELL / 2).intersects(surveyed):
+                continue
+            assert np.hypot(xy[:, 0] - x, xy[:, 1] - y).min() < 12.0, (r, c)
     summary = json.loads(res.files["summary"].read_text())
     bands = summary["bands"]
     assert len(bands) == 5 and all(b["random_visits"] >= 1 for b in bands if b["eligible_cells"] > 0)

@@ -113,3 +113,29 @@ def test_site_id_rules():
     assert site_id_of(["odm_orthophoto", "odm_orthophoto", "field 7"]) == "field_7"
     assert site_id_of(["north_pasture", "flights"]) == "north_pasture"
     assert site_id_of(["ortho", "maps"]) == ""
+
+
+def test_tile_valid_fractions_are_the_tiles_valid_share(tmp_path):
+    """Each cell's fraction is the valid share of the tile-sized window centred on it (brute force)."""
+    import rasterio
+    from affine import Affine
+
+    from spurgemap.geo.fieldwork_io import tile_valid_fractions
+
+    WKT = __import__("pyproj").CRS.from_epsg(32612).to_wkt()
+    ortho = drone_ortho(tmp_path / "S01" / "ortho.tif", 1)
+    with rasterio.open(ortho) as ds:
+        alpha, t = ds.read(4) > 0, ds.transform
+    for stride in (250, 125):  # map cells of one tile, and of half a tile (the window then overlaps)
+        shape = (PX // stride, PX // stride)
+        frac = tile_valid_fractions(ortho, t @ Affine.scale(stride), WKT, np.ones(shape, bool), 250)
+        pad = np.pad(alpha, 125)  # outside the raster is invalid
+        for r in range(shape[0]):
+            for c in range(shape[1]):
+                # the window starts at the centre - 125 px, rounded half to even as `tile` snaps it
+                cy, cx = (int(np.rint((i + 0.5) * stride - 125)) + 125 for i in (r, c))
+                assert frac[r, c] == pytest.approx(pad[cy:cy + 250, cx:cx + 250].mean()), (stride, r, c)
+        assert (frac < 0.9).sum() >= 5 and (frac == 1).sum() >= 5
+    plain = write_raster(tmp_path / "rgb.tif", np.full((3, 600, 600), 90, np.uint8))  # no mask: all valid
+    frac = tile_valid_fractions(plain, Affine(3.5, 0, ORIGIN[0], 0, -3.5, ORIGIN[1]), WKT, np.ones((3, 3), bool), 250)
+    assert frac[0, 0] == 1 and frac[0, 2] == pytest.approx(0.4) and frac[2, 2] == pytest.approx(0.4**2)

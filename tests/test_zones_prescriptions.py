@@ -141,6 +141,9 @@ def test_terminal_profiles_read_back(maps, tmp_path):
     assert res.files["shp"] == expect["generic"][0] and res.files["shp_qml"].exists()
     assert len(pyogrio.read_info(expect["agfusion"][0])["fields"]) == 6
     assert terminals.shapefile_bytes(expect["agfusion"][0]) <= 250_000
+    zipped = expect["agfusion"][0].with_suffix(".zip")  # the upload: GDAL reads the Shapefile inside the zip
+    assert zipped.stat().st_size <= 250_000 and pyogrio.read_info(f"/vsizip/{zipped}")["features"] == res.zones
+    assert gpd.read_file(f"/vsizip/{zipped}").crs.to_epsg() == 4326
 
 
 def test_deere_names_are_8_3_and_unique_per_site():
@@ -192,3 +195,33 @@ def test_grid_centres_take_their_zone():
     lon = lon0 + (np.arange(codes.shape[1]) + 0.5) * dlon
     glon, glat = np.meshgrid(lon, lat)
     assert np.array_equal(codes == 1, contains_xy(zone, glon, glat)) and codes.any()
+
+
+def test_a_clean_site_gives_empty_layers_and_no_taskdata(tmp_path):
+    maps = write_maps(tmp_path / "m", np.full((20, 20), 5, np.uint8), name="clean")
+    res = run_zones(cfg({"terminals": ["deere", "agfusion"]}, carrier_l_per_ha=150.0),
+                    ZonesInputs(maps, tmp_path / "z"))
+    assert res.zones == 0 and "taskdata" not in res.files and res.summary["saving_vs_broadcast"] == 1.0
+    assert pyogrio.read_info(res.files["shp_deere"])["features"] == 0
+    assert pyogrio.read_info(res.files["records_gpkg"])["features"] == 0
+
+
+@needs_xsd
+def test_isoxml_partfield_holds_every_zone(maps, tmp_path):
+    from lxml import etree
+
+    from spurgemap.geo.isoxml import plain
+
+    res = run_zones(cfg(carrier_l_per_ha=80.0), ZonesInputs(maps, tmp_path / "z"))
+    root = etree.parse(str(res.files["taskdata"])).getroot()
+    (pfd,) = root.findall("PFD")
+    assert root.find("TSK").get("E") == pfd.get("A") == "PFD1" and pfd.get("C") == "site01"
+    pts = [(float(p.get("D")), float(p.get("C"))) for p in pfd.find("PLN").find("LSG").findall("PNT")]
+    assert pfd.find("PLN").get("A") == "1"
+    from shapely import Polygon
+
+    field = Polygon(pts)
+    zones = gpd.read_file(res.files["gpkg"]).to_crs(4326)
+    assert all(field.buffer(1e-9).contains(z) for z in zones.geometry)
+    assert int(pfd.get("D")) >= res.summary["mapped_area_m2"] * 0.99
+    assert plain(0.0000314) == "0.0000314" and plain(-0.0) == "0" and plain(12.5) == "12.5"

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,8 +128,9 @@ def _quiet() -> None:
 
 
 def load_model(spec: str | None, *, allow_download: bool = False, config_source: str | None = None,
-               device: str = "auto", dtype: str = "auto") -> DiffusionModel:
-    """Resolve `spec` to a pipeline; every failure is one line saying what to put where."""
+               device: str = "auto", dtype: str = "auto", known_hash: str | None = None) -> DiffusionModel:
+    """Resolve `spec` to a pipeline; every failure is one line saying what to put where. `known_hash`:
+    the folder's `content_hash`, when the caller has just computed it (evaluate hashes a model once)."""
     from diffusers import StableDiffusionPipeline
 
     if not spec:
@@ -146,7 +149,8 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
                 raise InputError(f"{path}: not a diffusers model folder (no model_index.json); {MODEL_HELP}")
             check_model_folder(path)
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **common)
-            model_id, model_hash, tiny = path.name, _weights_hash(path), (path / TINY_MARKER).exists()
+            model_id, tiny = path.name, (path / TINY_MARKER).exists()
+            model_hash = known_hash or _weights_hash(path)
         elif path.is_file():
             if path.suffix != ".safetensors":
                 raise InputError(f"{path}: only .safetensors checkpoints are loaded (pickled .ckpt/.bin files "
@@ -197,6 +201,25 @@ def load_model(spec: str | None, *, allow_download: bool = False, config_source:
     log.info("diffusion model %s (%s, %d px, %s on %s)%s", model_id, model_hash, resolution,
              str(dt).removeprefix("torch."), dev.type, " - TINY RANDOM MODEL" if tiny else "")
     return DiffusionModel(pipe, model_id, model_hash, resolution, tiny, dev, dt)
+
+
+@contextmanager
+def lent(model: DiffusionModel) -> Iterator[DiffusionModel]:
+    """Use a loaded model for one run and hand it back as it was: class tokens loaded into its
+    tokenizer and text encoder are removed and its scheduler put back, so the next run (the next grid
+    cell, with tokens of other tiles) starts from the pristine model without loading it again."""
+    pipe = model.pipe
+    scheduler, vocab = pipe.scheduler, len(pipe.tokenizer)
+    rows = int(pipe.text_encoder.get_input_embeddings().weight.shape[0])
+    try:
+        yield model
+    finally:
+        if len(pipe.tokenizer) != vocab:
+            pipe.unload_textual_inversion()
+        pipe.scheduler = scheduler
+        if len(pipe.tokenizer) != vocab or pipe.text_encoder.get_input_embeddings().weight.shape[0] != rows:
+            raise RuntimeError("the diffusion model could not be put back after a run (tokenizer or text encoder "
+                               "still holds added tokens)")
 
 
 def describe(model: DiffusionModel) -> dict[str, Any]:

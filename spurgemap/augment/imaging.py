@@ -43,3 +43,14 @@ def grow(mask: np.ndarray, radius: int) -> np.ndarray:
 def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     t = torch.from_numpy(masks.astype(np.float32))[:, None]
     return F.interpolate(t, size=(size, size), mode="nearest")[:, 0].numpy() > 0.5
+
+
+def rejects(images: np.ndarray, tiles: np.ndarray) -> list[str]:
+    """Per image, why it must not be written ("" when fine): non-finite pixels in the float output
+    (N, h, w, 3), or a constant tile once converted to uint8 (N, T, T, 3)."""
+    n = len(tiles)
+    finite = np.asarray(np.isfinite(np.asarray(images, dtype=np.float32).reshape(n, -1)).all(axis=1)).tolist()
+    flat = tiles.reshape(n, -1)
+    constant = [bool(v) for v in flat.min(axis=1) == flat.max(axis=1)]
+    return ["non-finite image" if not f else "constant image" if c else "" for f, c in zip(finite, constant,
+                                                                                             strict=True)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from spurgemap.augment.diffusion import DiffusionModel
-from spurgemap.augment.imaging import grow, resize_masks, to_tiles, vegetation_mask
+from spurgemap.augment.imaging import grow, rejects, resize_masks, to_tiles, vegetation_mask
 from spurgemap.config import AugmentConfig
 from spurgemap.core.errors import InputError
 
@@ -164,12 +165,26 @@ class Generator:
 
     def run(self, tiles: np.ndarray, jobs: list[Job], masks: np.ndarray | None, tile_px: int) -> np.ndarray:
         """Source tiles (n, T, T, 3) uint8 of jobs sharing one key -> synthetic tiles of the same size."""
+        return self.generate(tiles, jobs, masks, tile_px)[0]
+
+    def generate(self, tiles: np.ndarray, jobs: list[Job], masks: np.ndarray | None,
+                 tile_px: int) -> tuple[np.ndarray, list[str]]:
+        """As `run`, plus per image why it must not be kept ("" if fine): a non-finite latent at any
+        denoising step, a non-finite decoded image, or a constant one (what an fp16 overflow gives)."""
         res = self.model.resolution
         x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float() / 255.0
         x = torch.nn.functional.interpolate(x, size=(res, res), mode="bicubic", antialias=True).clamp(0, 1)
+        finite = torch.ones(len(jobs), dtype=torch.bool, device=self.model.device)
+
+        def watch(pipe: Any, step: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            nonlocal finite
+            finite = finite & torch.isfinite(kwargs["latents"]).flatten(1).all(dim=1)  # no host sync per step
+            return kwargs
+
         for k, (method, strength) in enumerate(jobs[0].key):
             prompts = [j.steps[k].prompt for j in jobs]
             common = self._common(prompts, jobs, k)
+            common.update(callback_on_step_end=watch, callback_on_step_end_tensor_inputs=["latents"])
             with torch.inference_mode():
                 if method in ("dafusion", "real-guidance", "boomerang"):
                     out = self.pipe("img2img")(image=x, strength=strength, **common).images
@@ -179,9 +194,13 @@ class Generator:
                     out = self.pipe("inpaint")(image=x, mask_image=self._masks(tiles, masks), strength=strength,
                                                height=res, width=res, **common).images
                 else:
-                    out = self._latent_perturb(x, prompts, jobs, k)
+                    out = self._latent_perturb(x, prompts, jobs, k, watch)
             x = torch.from_numpy(np.asarray(out, dtype=np.float32)).permute(0, 3, 1, 2)
-        return to_tiles(x.permute(0, 2, 3, 1).numpy(), tile_px)
+        final = x.permute(0, 2, 3, 1).numpy()
+        out_tiles = to_tiles(np.nan_to_num(final, nan=0.0), tile_px)
+        why = rejects(final, out_tiles)
+        bad_latent = (~finite).cpu().numpy()
+        return out_tiles, [("non-finite latent" if b else w) for b, w in zip(bad_latent, why, strict=True)]
 
     def notes(self, tiles: np.ndarray, jobs: list[Job], masks: np.ndarray | None) -> list[str]:
         """Per job, what the manifest must say about it: an inpaint job whose mask is empty edits the whole tile."""
@@ -207,7 +226,8 @@ class Generator:
             m = ~m
         return torch.from_numpy(m.astype(np.float32))[:, None]
 
-    def _latent_perturb(self, x01: torch.Tensor, prompts: list[str], jobs: list[Job], k: int) -> np.ndarray:
+    def _latent_perturb(self, x01: torch.Tensor, prompts: list[str], jobs: list[Job], k: int,
+                        watch: Callable[..., dict[str, Any]]) -> np.ndarray:
         """DDIM-invert each tile to its noise latent, add delta * N(0, I), regenerate (Semantic DA)."""
         from diffusers import DDIMInverseScheduler
 
@@ -234,7 +254,8 @@ class Generator:
                              for gen in self._gens(jobs, k)])
         latents = latents + self.cfg.perturb_delta * noise.to(dtype)
         return pipe(prompt=prompts, negative_prompt=neg, latents=latents, guidance_scale=g,
-                    num_inference_steps=self.cfg.steps, output_type="np").images
+                    num_inference_steps=self.cfg.steps, output_type="np", callback_on_step_end=watch,
+                    callback_on_step_end_tensor_inputs=["latents"]).images
 
 
 def _empty(masks: np.ndarray) -> np.ndarray:

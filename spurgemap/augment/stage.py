@@ -19,23 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from spurgemap import __version__
-from spurgemap.augment.diffusion import DiffusionModel, describe, load_model
+from spurgemap.augment.batching import FP16_HINT, batches
+from spurgemap.augment.diffusion import DiffusionModel, describe, lent, load_model
 from spurgemap.augment.erase import erase_concepts
+from spurgemap.augment.generate import SKIPPED, generate, guard_counts, read_skipped, write_skipped
 from spurgemap.augment.manifest import MANIFEST, PROVENANCE, write_provenance
-from spurgemap.augment.methods import Generator, Job, methods_used, needs_tokens, plan_jobs
+from spurgemap.augment.methods import Generator, methods_used, needs_tokens, plan_jobs
 from spurgemap.augment.select import LABEL_NAMES, Selection, select_tiles
 from spurgemap.augment.store import (
-    append_rows,
-    image_path,
     load_tokens_into,
     read_rows,
     read_tokens_meta,
     save_tokens,
-    write_image,
     write_manifest,
     write_preview,
 )
@@ -176,6 +174,7 @@ class AugmentInputs:
     rank: int = 0
     world: int = 1
     barrier: Callable[[], None] | None = None  # accelerate's wait_for_everyone
+    model: DiffusionModel | None = None  # already loaded (evaluate's grid): used, then put back as it was
 
 
 @dataclass
@@ -191,6 +190,7 @@ class AugmentResult:
     tiny_model: bool
     tokens: Path | None = None
     token_result: TokenResult | None = field(default=None, repr=False)
+    guard: dict[str, dict[str, int]] = field(default_factory=dict)  # per method: retried (kept), skipped
 
 
 def _inputs(inputs: AugmentInputs) -> list[Path | None]:
@@ -228,7 +228,16 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
         _check_token_leakage(read_tokens_meta(inputs.tokens), sel, inputs.tokens)
     if (inputs.out / MANIFEST).exists() and not inputs.overwrite:
         raise InputError(f"{inputs.out}: already holds a finished synthetic set; pass --overwrite to replace it")
-    model = _model(config)
+    existed = inputs.out.exists()
+    if inputs.model is None or a.erase.concepts:  # erasure rewrites the UNet: never on a lent model
+        return _run(config, inputs, sel, _model(config), existed, start)
+    with lent(inputs.model) as model:
+        return _run(config, inputs, sel, model, existed, start)
+
+
+def _run(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, model: DiffusionModel, existed: bool,
+         start: float) -> AugmentResult:
+    a = config.augment
     gen = Generator(model, a)
     masks = None
     if "inpaint" in methods_used(a) and a.inpaint.mask == "layer":
@@ -263,15 +272,14 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
     if not inputs.rank:
         sync()
     jobs = plan_jobs(sel.ids, sel.labels, a, labels_to_tokens, config.seed)
-    rows_path = work / ("rows.csv" if not inputs.rank else f"rows-{inputs.rank}.csv")
     rows = _done_rows(work, inputs.out)
-    done = {(r["source_tile_id"], int(r["j"])) for r in rows}
+    done = {(r["source_tile_id"], int(r["j"])) for r in [*rows, *read_skipped(work)]}
     todo = [jb for jb in jobs if (jb.tile_id, jb.j) not in done]
     if resumed and done:
         log.info("resuming: %d of %d images already made", len(done), len(jobs))
     if inputs.world > 1:  # whole batches, so each image is made exactly as in one process
-        todo = [jb for b in _batches(todo, gen.cfg.batch_size)[inputs.rank::inputs.world] for jb in b]
-    generated = _generate(gen, sel, todo, masks, inputs.out, rows_path, rows, model)
+        todo = [jb for b in batches(todo, gen.cfg.batch_size)[inputs.rank::inputs.world] for jb in b]
+    generated = generate(gen, sel, todo, masks, inputs.out, work, inputs.rank, rows, model)
     if inputs.world > 1:
         sync()
         if inputs.rank:  # rank 0 writes the manifest and summary (and removes the work folder)
@@ -279,12 +287,29 @@ def run_augment(config: SpurgemapConfig, inputs: AugmentInputs) -> AugmentResult
                                  model.tiny)
         rows = _done_rows(work, inputs.out)
         generated = len(rows) - len(done)
+    skipped = read_skipped(work)
+    if skipped and not rows:
+        _give_up(inputs, existed, skipped, a.retries)
     seconds = time.perf_counter() - start
-    _finish(config, inputs, sel, rows, model, work, seconds, generated)
+    _finish(config, inputs, sel, rows, model, work, seconds, generated, skipped)
     return AugmentResult(
         inputs.out, len(rows), generated, dict(Counter(r["method"] for r in rows)),
         dict(Counter(r["label"] for r in rows)), seconds, generated / max(seconds, 1e-9), resumed, model.tiny,
-        inputs.tokens or (inputs.out / "tokens" if needs_tokens(a) else None), token_res)
+        inputs.tokens or (inputs.out / "tokens" if needs_tokens(a) else None), token_res,
+        guard_counts(rows, skipped))
+
+
+def _give_up(inputs: AugmentInputs, existed: bool, skipped: list[dict[str, str]], retries: int) -> None:
+    """Every image was rejected: remove what this run wrote (all of OUT if it made OUT) and say why."""
+    reasons = Counter(r["reason"] for r in skipped)
+    if existed:
+        _clear_outputs(inputs.out, keep=inputs.tokens)
+        shutil.rmtree(inputs.out / ".work", ignore_errors=True)
+    else:
+        shutil.rmtree(inputs.out, ignore_errors=True)
+    raise InputError(f"{inputs.out}: all {len(skipped)} synthetic images were rejected "
+                     f"({', '.join(f'{n} {why}' for why, n in reasons.most_common())}) even after {retries} "
+                     f"retries with other seeds, so nothing was written; {FP16_HINT}")
 
 
 def _done_rows(work: Path, out: Path) -> list[dict[str, Any]]:
@@ -293,7 +318,7 @@ def _done_rows(work: Path, out: Path) -> list[dict[str, Any]]:
 
 
 def _clear_outputs(out: Path, keep: Path | None) -> None:
-    for name in ("images", "tokens", MANIFEST, PROVENANCE, "preview.png", "summary.json"):
+    for name in ("images", "tokens", MANIFEST, PROVENANCE, SKIPPED, "preview.png", "summary.json"):
         path = out / name
         if keep is not None and (path.resolve() == keep.resolve() or path.resolve() in keep.resolve().parents):
             continue
@@ -312,45 +337,13 @@ def _tile_paths(tiles_dir: Path, ids: list[str]) -> list[str]:
     return [str(index.loc[t, "path"]) for t in ids]
 
 
-def _batches(jobs: list[Job], size: int) -> list[list[Job]]:
-    groups: dict[Any, list[Job]] = {}
-    for jb in jobs:
-        groups.setdefault(jb.key, []).append(jb)
-    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
-
-
-def _generate(gen: Generator, sel: Selection, todo: list[Job], masks: np.ndarray | None, out: Path,
-              rows_path: Path, rows: list[dict[str, Any]], model: DiffusionModel) -> int:
-    tile_px = sel.tiles.tile_px
-    made = 0
-    with progress(len(todo), "generating synthetic tiles", unit="img") as advance:
-        for batch in _batches(todo, gen.cfg.batch_size):
-            src = sel.tiles.images[sel.index[[jb.tile for jb in batch]]]
-            m = masks[[jb.tile for jb in batch]] if masks is not None else None
-            images = gen.run(src, batch, m, tile_px)
-            new = []
-            for jb, img, note in zip(batch, images, gen.notes(src, batch, m), strict=True):
-                path = image_path(out, jb.tile_id, jb.j)
-                write_image(path, img)
-                new.append({
-                    "path": str(path.relative_to(out.resolve())), "source_tile_id": jb.tile_id, "label": jb.label,
-                    "method": jb.name, "strength": "+".join("" if s.strength is None else f"{s.strength:g}"
-                                                            for s in jb.steps),
-                    "seed": jb.seed, "prompt": " | ".join(s.prompt for s in jb.steps), "model_id": model.model_id,
-                    "model_hash": model.model_hash, "j": jb.j, "tiny_model": model.tiny, "note": note})
-            append_rows(rows_path, new)
-            rows.extend(new)
-            made += len(batch)
-            advance(len(batch))
-    if model.device.type == "cuda":
-        torch.cuda.synchronize()
-    return made
-
-
 def _finish(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, rows: list[dict[str, Any]],
-            model: DiffusionModel, work: Path, seconds: float, generated: int) -> None:
+            model: DiffusionModel, work: Path, seconds: float, generated: int,
+            skipped: list[dict[str, str]]) -> None:
     out = inputs.out
     write_manifest(out / MANIFEST, rows)
+    if skipped:  # jobs the NaN / constant-image guard gave up on: no image, so not in the manifest
+        write_skipped(out / SKIPPED, skipped)
     real = {sel.ids[k]: sel.tiles.images[i] for k, i in enumerate(sel.index)}
     syn: dict[str, list[np.ndarray]] = {}
     for r in sorted(rows, key=lambda r: (r["source_tile_id"], int(r["j"]))):
@@ -363,6 +356,7 @@ def _finish(config: SpurgemapConfig, inputs: AugmentInputs, sel: Selection, rows
         "real_tiles": len(sel.index), "per_method": dict(Counter(r["method"] for r in rows)),
         "per_label": dict(Counter(r["label"] for r in rows)), "seconds": round(seconds, 2),
         "notes": dict(Counter(r["note"] for r in rows if r.get("note"))),
+        "guard": guard_counts(rows, skipped),  # per method: kept after a retry, skipped (see skipped.csv)
         "images_per_second": round(generated / max(seconds, 1e-9), 3), "model": describe(model),
         "tile_set": str(sel.tiles.root), "tile_set_hash": sel.tiles.digest,
         "warning": ("generated with a TINY RANDOM diffusion model: these images test the mechanics "

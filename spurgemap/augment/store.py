@@ -19,7 +19,7 @@ from spurgemap.core.ids import safe_id
 
 log = logging.getLogger(__name__)
 TOKENS_META = "tokens.json"
-COLUMNS = [*MANIFEST_COLUMNS, "model_hash", "j", "tiny_model", "note"]
+COLUMNS = [*MANIFEST_COLUMNS, "model_hash", "j", "tiny_model", "note", "retries"]
 
 
 def save_tokens(folder: Path, embeddings: dict[str, Any], meta: dict[str, Any]) -> list[Path]:

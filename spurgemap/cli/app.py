@@ -310,6 +310,8 @@ def evaluate(
     diffusion_model: Annotated[str | None, typer.Option(help="Diffusion model for generative methods.")] = None,
     val_sites: Annotated[str | None, typer.Option(help="Validation sites (selection), comma-separated.")] = None,
     test_sites: Annotated[str | None, typer.Option(help="Test sites (reported, never selected on).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="default, or reference: the DA-Fusion paper's settings (M=50, 50 epochs Adam 1e-4, its prompts).")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
@@ -338,7 +340,8 @@ def evaluate(
         cfg = load_cli_config(config, set_, **{
             "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
             "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
-            "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites)})
+            "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites),
+            "evaluate.protocol": protocol})
         if workers is None and scheduler is None:
             res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
         else:

@@ -119,6 +119,11 @@ def run(
         out.print(f"{res.images} synthetic tiles ({per}); {res.generated} made this run"
                   f"{' (resumed)' if res.resumed else ''} in {res.seconds:.1f} s, {res.images_per_second:.2f} img/s"
                   f" -> {res.out}")
+        bad = {m: c for m, c in res.guard.items() if c["retried"] or c["skipped"]}
+        if bad:
+            out.print("NaN / constant images: " + "; ".join(
+                f"{m}: {c['retried']} kept after a retry, {c['skipped']} skipped" for m, c in sorted(bad.items()))
+                + f" (skipped.csv in {res.out})")
         if res.tiny_model:
             warn_tiny_model("the images test the mechanics only and carry no information about spurge")
 

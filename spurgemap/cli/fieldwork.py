@@ -129,6 +129,9 @@ def change(
     plots: Annotated[Path | None, typer.Option("--plots", help="Plots for per-plot change areas.")] = None,
     before_name: Annotated[str | None, typer.Option("--before-name", help="Map in BEFORE, if several.")] = None,
     after_name: Annotated[str | None, typer.Option("--after-name", help="Map in AFTER, if several.")] = None,
+    allow_model_change: Annotated[bool, typer.Option(
+        "--allow-model-change", help="Compare maps of another model, threshold or species anyway (every "
+        "output then says so).")] = False,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -138,9 +141,11 @@ def change(
     from spurgemap.fieldwork import ChangeInputs, run_change
 
     def go() -> None:
-        inputs = ChangeInputs(before, after, out_dir, plots, before_name, after_name, overwrite)
+        inputs = ChangeInputs(before, after, out_dir, plots, before_name, after_name, overwrite, allow_model_change)
         res = run_change(load_cli_config(config, set_), inputs)
         s, c = res.summary, res.summary["classes"]
+        if s["model_change"]:
+            out.print(s["model_change"])
         out.print(f"new {c['new']['area_m2']:.1f} m², gone {c['gone']['area_m2']:.1f} m², persisting "
                   f"{c['persisting']['area_m2']:.1f} m²; net spread {s['net_spread_m2']:.1f} m² -> {res.out}")
 

@@ -128,6 +128,10 @@ CLI_NAMES = {
     "augment.method": "--method", "augment.num_synthetic": "--num-synthetic", "augment.steps": "--steps",
     "augment.strengths": "--strengths", "augment.guidance": "--guidance", "augment.prompt": "--prompt",
     "augment.batch_size": "--batch-size", "augment.inpaint.mask": "--mask-layer",
+    "tile.gsd_m": "--gsd", "train.spatial_distance_m": "--spatial-distance",
+    "zones.buffer_m": "--buffer", "zones.min_area_m2": "--min-area", "zones.simplify_m": "--simplify",
+    "zones.rate_l_per_ha": "--rate", "survey_plan.n": "--n", "survey_plan.min_spacing_m": "--min-spacing",
+    "survey_plan.seed": "--seed", "survey_plan.start_lonlat": "--start",
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spurgemap.augment.stage import AugmentInputs, run_augment
-from spurgemap.config import SpurgemapConfig, dump_config
+from spurgemap.config import TERMINALS, SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import check_target, claim_dir, staged_dir
@@ -100,7 +100,14 @@ def _demo_fieldwork(config: SpurgemapConfig, out: Path, run: DemoRun, data: Demo
     # demo sites are ~40 m across, so fewer, closer visits than the defaults meant for real sites
     plan = config.survey_plan.model_copy(update={"n": min(config.survey_plan.n, 10),
                                                  "min_spacing_m": min(config.survey_plan.min_spacing_m, 4.0)})
-    config = config.model_copy(update={"survey_plan": plan})
+    # the field outputs for every terminal and the example product, unless the config chose its own
+    terminals = list(dict.fromkeys([*config.zones.terminals, *TERMINALS]))
+    zones_cfg = config.zones.model_copy(update={"terminals": terminals})
+    t = config.treatment
+    treatment = t.model_copy(update={"product": t.product or (t.products[0].name if t.products else None),
+                                     "carrier_l_per_ha": t.carrier_l_per_ha or config.zones.rate_l_per_ha or 150.0,
+                                     "tank_l": t.tank_l or 400.0})
+    config = config.model_copy(update={"survey_plan": plan, "zones": zones_cfg, "treatment": treatment})
     plots = out / "data" / "plots.geojson"
     changes, zones, plans = [], [], []
     for site, ortho in zip(data.site_ids, data.later_orthos[year], strict=True):
@@ -109,7 +116,8 @@ def _demo_fieldwork(config: SpurgemapConfig, out: Path, run: DemoRun, data: Demo
         ch = run_change(config, ChangeInputs(out / "maps" / site, later, out / "change" / site, plots, overwrite=True))
         c = ch.summary["classes"]
         changes.append(f"{site} new {c['new']['area_m2']:.0f} m², gone {c['gone']['area_m2']:.0f} m²")
-        zo = run_zones(config, ZonesInputs(later, out / "zones" / site, overwrite=True))
+        zo = run_zones(config, ZonesInputs(later, out / "zones" / site, overwrite=True, site=site,
+                                           examiner="spurgemap demo"))
         zones.append(f"{site} {zo.zones} zones {zo.treated_area_m2:.0f} m²")
         try:
             sp = run_survey_plan(config, SurveyPlanInputs(later, out / "survey_plan" / site, exclude=[plots],

@@ -19,22 +19,21 @@ import numpy as np
 import pandas as pd
 
 from spurgemap import __version__
-from spurgemap.augment.diffusion import content_hash
+from spurgemap.augment.diffusion import DiffusionModel, content_hash, load_model
 from spurgemap.augment.manifest import MANIFEST
-from spurgemap.augment.methods import METHODS
 from spurgemap.augment.stage import AugmentInputs, run_augment
 from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
 from spurgemap.core.ids import safe_id
 from spurgemap.core.workdir import claim_dir, preflight
+from spurgemap.evaluate.protocol import apply_protocol, parse_arm
 from spurgemap.evaluate.report import write_reports
 from spurgemap.model.splits import few_shot
 from spurgemap.tile.tileset import TileSet, load_tile_set
 from spurgemap.train.stage import TrainInputs, run_train
 
 log = logging.getLogger(__name__)
-CLASSIC = {"baseline", "randaugment"}
 METRICS = ("balanced_accuracy", "roc_auc", "accuracy")
 
 
@@ -83,9 +82,10 @@ def _run_config(config: SpurgemapConfig, method: str, k: int, seed: int, val: li
     cfg.train.shots = k
     cfg.train.val_sites = val
     cfg.train.test_sites = test
-    cfg.train.augment.randaugment = method == "randaugment"
-    if method not in CLASSIC:
-        cfg.augment.method = method  # type: ignore[assignment]  # validated by the schema below
+    arm = parse_arm(method)
+    cfg.train.augment.randaugment = arm.randaugment  # on top of synthetic tiles for "<method>+randaugment"
+    if arm.generative:
+        cfg.augment.method = arm.method  # type: ignore[assignment]  # validated by the schema below
         cfg.augment.model = config.evaluate.diffusion_model or config.augment.model
         cfg.augment.sites = []
         cfg.augment.shots = None
@@ -97,25 +97,49 @@ def _run_dir(root: Path, cfg: SpurgemapConfig, method: str, k: int, seed: int, d
     """A cell's folder, keyed by everything its result depends on: the code version, the settings,
     the tiles with their sites, and the diffusion model's content (not its path)."""
     parts = [__version__, cfg.train.model_dump_json(), cfg.labels.model_dump_json(), str(cfg.seed), digest]
-    if method not in CLASSIC:  # generation settings matter only to generative runs
+    if parse_arm(method).generative:  # generation settings matter only to generative runs
         parts += [cfg.augment.model_dump_json(exclude={"model": True, "erase": {"cache_dir"}}), model_hash]
     key = run_key(*parts, length=12)
     return root / "runs" / safe_id(method) / f"k{k}" / f"seed{seed}-{key}"
 
 
+class SharedModel:
+    """The diffusion model of a grid, loaded once on first use and lent to every generative cell
+    (augment puts it back as it found it); with concept erasure each cell loads its own, since
+    erasure rewrites the UNet."""
+
+    def __init__(self, config: SpurgemapConfig, model_hash: str) -> None:
+        self.config = config
+        self.model_hash = model_hash  # content_hash of the model folder, computed once for the cell keys
+        self.model: DiffusionModel | None = None
+        self.loads = 0
+
+    def get(self) -> DiffusionModel | None:
+        a = self.config.augment
+        if a.erase.concepts:
+            return None
+        if self.model is None:
+            self.model = load_model(self.config.evaluate.diffusion_model or a.model, allow_download=a.allow_download,
+                                    config_source=a.model_config_dir, device=a.device, dtype=a.dtype,
+                                    known_hash=self.model_hash or None)
+            self.loads += 1
+        return self.model
+
+
 def _one_run(cfg: SpurgemapConfig, tiles: TileSet, method: str, k: int,
-             run: Path, cache: Path) -> tuple[dict[str, Any], bool]:
+             run: Path, cache: Path, shared: SharedModel | None = None) -> tuple[dict[str, Any], bool]:
     """Train (and generate) one grid cell unless its finished metrics are already on disk."""
     metrics_path = run / "train" / "metrics.json"
     if metrics_path.exists():
         return json.loads(metrics_path.read_text()), False
     synthetic: list[Path] = []
-    if method not in CLASSIC:
+    if parse_arm(method).generative:
         pool = np.flatnonzero(~np.isin(tiles.groups, cfg.train.val_sites + cfg.train.test_sites))
         chosen = few_shot(pool, tiles.labels, k, cfg.seed)  # the very tiles train will draw
         syn = run / "synthetic"
         if not (syn / MANIFEST).exists():
-            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=[tiles.tile_ids[i] for i in chosen]))
+            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=[tiles.tile_ids[i] for i in chosen],
+                                           model=shared.get() if shared else None))
         synthetic = [syn]
     res = run_train(cfg, TrainInputs(tiles, run / "train", synthetic, feature_cache=cache))
     return res.metrics, True
@@ -127,18 +151,17 @@ def _rows(method: str, k: int, seed: int, metrics: dict[str, Any]) -> list[dict[
         for name in METRICS:
             value = (block or {}).get(name)
             rows.append({"method": method, "k": k, "seed": seed, "split": split, "metric": name,
-                         "value": float("nan") if value is None else float(value)})
+                         "value": float("nan") if value is None else float(value),
+                         "randaugment": parse_arm(method).randaugment})
     return rows
 
 
 def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateResult:
     start = time.perf_counter()
     e = config.evaluate
-    unknown = [m for m in e.methods if m not in CLASSIC | set(METHODS) | {"compose"}]
-    if unknown or not e.methods:
-        raise InputError(f"--methods: unknown {unknown}; choose from baseline, randaugment, "
-                         f"{', '.join(METHODS)}, compose")
-    generative = [m for m in e.methods if m not in CLASSIC]
+    if not e.methods:
+        raise InputError("--methods: empty; name at least one arm, e.g. baseline,dafusion")
+    generative = [m for m in e.methods if parse_arm(m).generative]
     if generative and not (e.diffusion_model or config.augment.model):
         raise InputError(f"methods {generative} need a diffusion model: pass --diffusion-model "
                          "(a diffusers folder; `spurgemap augment tiny-model DIR` makes a tiny random one)")
@@ -149,37 +172,49 @@ def run_evaluate(config: SpurgemapConfig, inputs: EvaluateInputs) -> EvaluateRes
         tiles = load_tile_set(tiles, config.train.group_column)
     out = claim_dir(inputs.out, "evaluate", [tiles.root])
     config, val, test, digest, model_hash = _grid_keys(config, tiles, out)
+    shared = SharedModel(config, model_hash)
     grid = [(m, k, s) for m in e.methods for k in e.shots for s in e.seeds]
     rows: list[dict[str, Any]] = []
-    trained, times = 0, []
+    trained, times = 0, dict[str, list[float]]()
     tiny = False
     for n, (method, k, seed) in enumerate(grid, start=1):
         cfg = _run_config(config, method, k, seed, val, test)
         run = _run_dir(out, cfg, method, k, seed, digest, model_hash)
         t0 = time.perf_counter()
-        metrics, fresh = _one_run(cfg, tiles, method, k, run, out / "cache" / "features")
-        if method not in CLASSIC:
+        metrics, fresh = _one_run(cfg, tiles, method, k, run, out / "cache" / "features", shared)
+        if parse_arm(method).generative:
             tiny = tiny or _synthetic_is_tiny(run / "synthetic")
         rows += _rows(method, k, seed, metrics)
         if fresh:
             trained += 1
-            times.append(time.perf_counter() - t0)
-        left = len(grid) - n
-        eta = f", ETA {np.mean(times) * left / 60:.1f} min" if times and left else ""
+            times.setdefault(method, []).append(time.perf_counter() - t0)
+        eta = _eta(times, [m for m, _, _ in grid[n:]])
         test_ba = (metrics.get("test") or {}).get("balanced_accuracy", float("nan"))
         log.info("[%d/%d] %s k=%d seed=%d: test balanced accuracy %.3f (%s)%s", n, len(grid), method, k, seed,
                  test_ba, "trained" if fresh else "cached", eta)
-    results = pd.DataFrame(rows, columns=["method", "k", "seed", "split", "metric", "value"])
+    results = pd.DataFrame(rows, columns=["method", "k", "seed", "split", "metric", "value", "randaugment"])
     write_reports(out, results, config, val, test, tiny, tiles.root)
     return EvaluateResult(out, results, len(grid), trained, time.perf_counter() - start, val, test, tiny)
+
+
+def _eta(times: dict[str, list[float]], left: list[str]) -> str:
+    """Time left, from the cells measured so far of the same arm (arms cost very differently); an arm
+    with no finished cell yet is guessed from the others and said so. Cached cells may lower it."""
+    if not left or not times:
+        return ""
+    every = [t for ts in times.values() for t in ts]
+    seconds = sum(float(np.mean(times.get(m) or every)) for m in left)
+    guessed = sorted({m for m in left if m not in times})
+    return f", ETA {seconds / 60:.1f} min" + (f" (guessed for {', '.join(guessed)})" if guessed else "")
 
 
 def _grid_keys(config: SpurgemapConfig, tiles: TileSet,
                out: Path) -> tuple[SpurgemapConfig, list[str], list[str], str, str]:
     """What names a grid cell's folder: sites, tile set (with its site mapping) and model content."""
+    config = apply_protocol(config)
     e = config.evaluate
     val, test = _sites(tiles, config)
-    generative = [m for m in e.methods if m not in CLASSIC]
+    generative = [m for m in e.methods if parse_arm(m).generative]
     model_spec = e.diffusion_model or config.augment.model
     model_hash = content_hash(model_spec) if generative and model_spec else ""
     digest = run_key(tiles.digest, *tiles.tile_ids, *map(str, tiles.sites), *map(str, tiles.groups))

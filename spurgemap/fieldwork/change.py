@@ -41,6 +41,7 @@ class ChangeInputs:
     before_name: str | None = None
     after_name: str | None = None
     overwrite: bool = False
+    allow_model_change: bool = False  # --allow-model-change: compare maps of other models / thresholds anyway
 
 
 @dataclass
@@ -121,24 +122,53 @@ def per_plot(geoms: list[BaseGeometry], labels: list[str], polys: dict[int, list
     return rows
 
 
+DEFAULT_SPECIES = "leafy spurge"  # maps of versions that wrote no species tag
+
+
+def model_difference(b: io.MapLayers, a: io.MapLayers) -> list[str]:
+    """What differs between the models behind two maps: species, bundle (SHA-256) or threshold.
+
+    Why: a new model or threshold moves cells across the threshold on its own; `change` would report
+    that as the weed spreading or retreating.
+    """
+    out = []
+    sb, sa = b.tags.get("species", DEFAULT_SPECIES), a.tags.get("species", DEFAULT_SPECIES)
+    if sb != sa:
+        out.append(f"species {sb!r} vs {sa!r}")
+    hb, ha = b.tags.get("bundle_sha256"), a.tags.get("bundle_sha256")
+    if hb != ha:
+        out.append(f"model bundle {(hb or 'unknown')[:12]} vs {(ha or 'unknown')[:12]}")
+    if abs(b.threshold - a.threshold) > 1e-6:
+        out.append(f"threshold {b.threshold:g} vs {a.threshold:g}")
+    return out
+
+
 def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     params = config.change
 
     check_target(Path(inputs.out), inputs.overwrite, [inputs.before, inputs.after, inputs.plots])
     b = io.read_map(inputs.before, inputs.before_name)
     a = io.read_map(inputs.after, inputs.after_name)
+    differ = model_difference(b, a)
+    if differ and not inputs.allow_model_change:
+        raise InputError(f"{b.folder} and {a.folder}: maps of different models ({'; '.join(differ)}), so "
+                         "cells would change with the model, not the weed; map both seasons with one model, "
+                         "or pass --allow-model-change")
+    note = f"NOT LIKE WITH LIKE: {'; '.join(differ)} (--allow-model-change)" if differ else ""
+    if note:
+        log.warning("%s and %s: %s", b.folder, a.folder, note)
     xs, ys = cell_centres(b.transform, b.cls.shape)
     offset, res = grid_mismatch(b.transform, a.transform)
     same = io.same_crs(b.crs_wkt, a.crs_wkt)
     if same:
         if res > params.max_resolution_diff or offset > params.max_offset_cells:
             log.warning("%s and %s: grids differ (offset %.2f cells, cell size %.1f %%); the after-map is read "
-                        "at the before-map's cell centres", b.prob_path.name, a.prob_path.name, offset, 100 * res)
+                        "at the before-map's cell centres", b.prob_path, a.prob_path, offset, 100 * res)
     else:
         xs, ys = io.transform_xy(xs.ravel(), ys.ravel(), b.crs_wkt, a.crs_wkt, f"{a.prob_path} vs {b.prob_path}")
         xs, ys = xs.reshape(b.cls.shape), ys.reshape(b.cls.shape)
         log.warning("%s is in another CRS than %s: the after-map is read at the before-map's cell centres",
-                    a.prob_path.name, b.prob_path.name)
+                    a.prob_path, b.prob_path)
     after_cls = sample_nearest(a.cls, a.transform, xs, ys)
     change = change_classes(b.cls, after_cls)
     if (change == NODATA).all():
@@ -147,7 +177,8 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     areas = class_areas(change, cell_m2)
     polys = {k: io.mask_polygons(change == k, b.transform) for k in (NEW, GONE, PERSISTING)}
     summary: dict[str, Any] = {
-        "before": str(b.prob_path), "after": str(a.prob_path), "same_crs": same,
+        "before": str(b.prob_path), "after": str(a.prob_path), "same_model": not differ, "model_change": note or None,
+        "before_model": _model_of(b), "after_model": _model_of(a), "same_crs": same,
         "grid_offset_cells": round(offset, 4) if same else None,
         "resolution_difference": round(res, 4) if same else None,
         "common_area_m2": round(float((change != NODATA).sum() * cell_m2), 3), "classes": areas,
@@ -155,7 +186,10 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     }
     if inputs.plots is not None:
         geoms, labels = io.read_layer_geoms(inputs.plots, b.crs_wkt)
-        summary["plots"] = per_plot(geoms, labels, polys, b.units_per_m)
+        mapped = union_all(io.mask_polygons(change != NODATA, b.transform))
+        on_map = [i for i, g in enumerate(geoms) if g.intersects(mapped)]  # other sites' plots say nothing
+        summary["plots"] = per_plot([geoms[i] for i in on_map], [labels[i] for i in on_map], polys, b.units_per_m)
+        summary["plots_not_on_map"] = len(geoms) - len(on_map)
     import pandas as pd
 
     with staged_dir(Path(inputs.out), inputs.overwrite, "change", [inputs.before, inputs.after, inputs.plots]) as tmp:
@@ -165,7 +199,9 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
         colormap = {k: rgba for k, (_, rgba) in CHANGE_CLASSES.items()} | {NODATA: (0, 0, 0, 0)}
         io.write_class_raster(files["tif"], change, b.transform, b.crs_wkt, colormap,
                               {"before": str(b.prob_path), "after": str(a.prob_path),
-                               "classes": "0=absent,1=new,2=gone,3=persisting"}, "leafy spurge change")
+                               "classes": "0=absent,1=new,2=gone,3=persisting", "same_model": str(not differ),
+                               **({"model_change": note} if note else {})},
+                              f"{b.tags.get('species', DEFAULT_SPECIES)} change" + (f" ({note})" if note else ""))
         files["tif_qml"].write_text(change_raster_qml(), encoding="utf-8")
         geoms_out, rows = [], []
         for k, parts in polys.items():
@@ -173,22 +209,31 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
                 geoms_out.append(g)
                 area = g.area / b.units_per_m**2
                 rows.append({"change_class": k, "change": CLASS_NAMES[k], "area_m2": round(area, 3),
-                             "area_ha": round(area / 1e4, 6)})
-        table = pd.DataFrame(rows, columns=["change_class", "change", "area_m2", "area_ha"])
+                             "area_ha": round(area / 1e4, 6), "model_change": note})
+        table = pd.DataFrame(rows, columns=["change_class", "change", "area_m2", "area_ha", "model_change"])
         io.write_vector(files["gpkg"], table, geoms_out, b.crs_wkt, layer="change", geometry_type="MultiPolygon")
         # change.qml belongs to change.tif: the vector's default style lives inside the GeoPackage
         files["gpkg_qml"].write_text(change_vector_qml(), encoding="utf-8")
         io.embed_style(files["gpkg"], "change", change_vector_qml(), "change classes")
+        if note:
+            io.set_layer_description(files["gpkg"], "change", note)
         files["summary_json"].write_text(json.dumps(summary, indent=2))
         io.write_rows(files["summary_csv"], _csv_rows(summary),
                       ["scope", "site_id", "plot_id", "change", "cells", "area_m2", "area_ha"])
-        change_preview(files["preview"], change, b.transform, CHANGE_CLASSES, b.name)
+        change_preview(files["preview"], change, b.transform, CHANGE_CLASSES, f"{b.name} {note}".strip())
     files = {k: Path(inputs.out) / v.name for k, v in files.items()}
     return ChangeResult(Path(inputs.out), files, {k: int(v["cells"]) for k, v in areas.items()}, summary)
 
 
+def _model_of(m: io.MapLayers) -> dict[str, Any]:
+    return {"species": m.tags.get("species", DEFAULT_SPECIES), "bundle_sha256": m.tags.get("bundle_sha256"),
+            "threshold": m.threshold}
+
+
 def _csv_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [{"scope": "site", "change": k, **v} for k, v in summary["classes"].items()]
+    if summary["model_change"]:  # first, where a reader of the table cannot miss it
+        rows.insert(0, {"scope": "warning", "change": summary["model_change"]})
     rows.append({"scope": "site", "change": "net_spread", "area_m2": summary["net_spread_m2"],
                  "area_ha": summary["net_spread_ha"]})
     for p in summary.get("plots", []):

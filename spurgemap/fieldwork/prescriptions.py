@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from shapely import Polygon
+from shapely import Polygon, union_all
 
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig
@@ -89,9 +89,13 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, sit
         product = config.treatment.chosen()
         iso = [IsoZone(f"zone {int(r.zone_id)}", float(r.rate), z, float(r.area_m2))
                for r, z in zip(table.itertuples(), zones, strict=True)]
+        # the field: the hull of the mapped cells and zones, 0.5 m wider so no zone edge grazes it
+        hull = union_all([*zones, *io.mask_polygons(m.valid, m.transform)]).convex_hull
+        field = hull.buffer(0.5 * m.units_per_m, join_style="mitre")
         written = write_taskdata(tmp / "TASKDATA", iso, m.crs_wkt, task=site, software_version=__version__,
                                  product=product.name if product else None,
-                                 grid_cell_m=m.cell_m if params.isoxml_grid else None)
+                                 grid_cell_m=m.cell_m if params.isoxml_grid else None,
+                                 field=(field, field.area / m.units_per_m**2))
         files["taskdata"] = written[0]
         if len(written) > 1:
             files["taskdata_grid"] = written[1]
@@ -118,7 +122,8 @@ def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, sit
                                str(m.prob_path))
     cell_m2 = abs(m.transform.a * m.transform.e) / m.units_per_m**2
     records = infestation_table(site, table, np.asarray(lon), np.asarray(lat), cell_m2, m.cell_m,
-                                species=config.labels.species, code=config.labels.species_code, date=date,
+                                species=config.labels.species, scientific=config.labels.scientific_name,
+                                code=config.labels.species_code, date=date,
                                 examiner=examiner, source=source, spelling=params.records)
     files["records_csv"] = tmp / "infestations.csv"
     files["records_gpkg"] = tmp / "infestations.gpkg"

@@ -43,44 +43,65 @@ def bands_of(pct: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
     return np.digitize(pct.astype(float), np.asarray(edges, float))
 
 
-def select_visits(pct: np.ndarray, eligible: np.ndarray, threshold: float, n: int, spacing_cells: tuple[float, float,
-                  float], edges: tuple[float, ...], seed: int) -> Selection:
-    """Random stratified half first (so its design stays clean), then the uncertain half around it.
+def uncertainty(pct: np.ndarray, threshold: float) -> np.ndarray:
+    """1 at the threshold, 0 at p = 0 or 1: the binary margin (1 - |2p - 1| at t = 0.5), i.e. one minus
+    the map's confidence, on each side scaled to the room left between the threshold and 0 or 1."""
+    p = pct.astype(float) / 100
+    side = np.where(p < threshold, threshold, 1 - threshold)
+    return 1 - np.abs(p - threshold) / np.maximum(side, 1e-9)
 
-    ``spacing_cells`` is (cell width, cell height, spacing) in one unit.
+
+def select_visits(pct: np.ndarray, eligible: np.ndarray, threshold: float, n: int, spacing_cells: tuple[float, float,
+                  float], edges: tuple[float, ...], seed: int, min_uncertainty: float = 0.0) -> Selection:
+    """Random and uncertain visits taken in turn, so that when the spacing binds both get their share.
+
+    Random visits: a round-robin over the probability bands (equal allocation, leftover quota moves to
+    bands with cells left). Uncertain visits: only cells with ``uncertainty >= min_uncertainty`` (as
+    sits' ``min_uncert``: fewer visits rather than confident cells called uncertain), the most
+    uncertain first, alternately below and above the threshold. ``spacing_cells`` is (cell width,
+    cell height, spacing) in one unit.
     """
     rng = np.random.default_rng(seed)
     spacing = _Spacing(pct.shape, *spacing_cells)
     bands = bands_of(pct, edges)
+    width = pct.shape[1]
     rows: list[int] = []
     cols: list[int] = []
     reason: list[str] = []
-    n_random = n // 2
-    queues = []
-    for h in range(len(edges) + 1):
-        cells = np.flatnonzero(eligible & (bands == h))
-        queues.append(list(rng.permutation(cells)[::-1]))
-    while sum(r == RANDOM for r in reason) < n_random and any(queues):
-        for q in queues:  # round-robin: equal allocation, leftover quota moves to bands with cells left
-            while q and sum(r == RANDOM for r in reason) < n_random:
-                flat = int(q.pop())
-                r, c = divmod(flat, pct.shape[1])
+    quota = {RANDOM: n // 2, UNCERTAIN: n - n // 2}
+    random_queues = [list(rng.permutation(np.flatnonzero(eligible & (bands == h)))[::-1])
+                     for h in range(len(edges) + 1)]
+    unc = uncertainty(pct, threshold).ravel()
+    below = pct.ravel().astype(float) / 100 < threshold
+    tie = rng.random(unc.size)
+    cand = np.flatnonzero(eligible.ravel() & (unc >= min_uncertainty - 1e-9))
+    side_queues = []
+    for side in (below[cand], ~below[cand]):  # most uncertain last, so pop() takes it
+        cells = cand[side]
+        side_queues.append(list(cells[np.lexsort((tie[cells], unc[cells]))]))
+    queues = {RANDOM: random_queues, UNCERTAIN: side_queues}
+    turn = {RANDOM: 0, UNCERTAIN: 0}
+
+    def take(kind: str) -> bool:
+        """One visit of this kind: the next queue in turn that still has a cell the spacing allows."""
+        qs = queues[kind]
+        for k in range(len(qs)):
+            q = qs[(turn[kind] + k) % len(qs)]
+            while q:
+                r, c = divmod(int(q.pop()), width)
                 if spacing.take(r, c):
+                    turn[kind] = (turn[kind] + k + 1) % len(qs)
                     rows.append(r)
                     cols.append(c)
-                    reason.append(RANDOM)
-                    break
-    cand = np.flatnonzero(eligible)
-    dist = np.abs(pct.ravel()[cand].astype(float) / 100 - threshold)
-    tie = rng.random(len(cand))
-    for flat in cand[np.lexsort((tie, dist))]:
-        if len(reason) >= n:
-            break
-        r, c = divmod(int(flat), pct.shape[1])
-        if spacing.take(r, c):
-            rows.append(r)
-            cols.append(c)
-            reason.append(UNCERTAIN)
+                    reason.append(kind)
+                    return True
+        return False
+
+    active = [kind for kind in (RANDOM, UNCERTAIN) if quota[kind] > 0]
+    while active:
+        for kind in list(active):
+            if not take(kind) or sum(r == kind for r in reason) >= quota[kind]:
+                active.remove(kind)
     rr, cc = np.asarray(rows, int), np.asarray(cols, int)
     return Selection(rr, cc, reason, bands[rr, cc])
 

@@ -1,9 +1,11 @@
 """`spurgemap survey-plan`: which map cells a crew should visit next, and in what order.
 
 Half the visits are a stratified random sample over probability bands: with known inclusion
-probabilities they give a design-unbiased accuracy estimate of the map. The other half are the cells
-closest to the threshold, where a label teaches the model most. No two visits are closer than the
-minimum spacing (so one visit is one independent observation) and surveyed cells are left out.
+probabilities they give a design-unbiased accuracy estimate of the map. The other half are uncertain
+cells (at least ``survey_plan.min_uncertainty``) on both sides of the threshold, where a label
+teaches the model most; the two halves are drawn in turn so that neither takes all the room. No two
+visits are closer than the minimum spacing (so one visit is one independent observation), surveyed
+cells are left out, and so are cells whose tile `tile` would skip (so a filled-in plan tiles back).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from spurgemap.config import SpurgemapConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.ids import safe_id, site_id_of
 from spurgemap.core.workdir import check_target, staged_dir
+from spurgemap.fieldwork.checks import check_start
 from spurgemap.fieldwork.field_sheet import SheetInputs, write_field_sheet
 from spurgemap.fieldwork.preview import visits_preview
 from spurgemap.fieldwork.qfield import QFieldInputs, check_package_inputs, write_qfield_package
 from spurgemap.fieldwork.route import walking_order
-from spurgemap.fieldwork.sampling import RANDOM, UNCERTAIN, band_table, select_visits
+from spurgemap.fieldwork.sampling import RANDOM, UNCERTAIN, Selection, band_table, select_visits, uncertainty
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.qfield_io import map_source, read_polygons
@@ -122,6 +125,28 @@ def tile_keeps(config: SpurgemapConfig, m: io.MapLayers, eligible: np.ndarray,
                   "cells_dropped": int((eligible & ~keep).sum())}
 
 
+def report_shortfall(m: io.MapLayers, sel: Selection, eligible: np.ndarray, params: Any) -> dict[str, Any]:
+    """Say when fewer visits of a kind than asked were found, and why; the summary's 'uncertain' part."""
+    need = params.min_uncertainty
+    uncertain_cells = eligible & (uncertainty(m.pct, m.threshold) >= need - 1e-9)
+    lo, hi = m.threshold * need, m.threshold + (1 - m.threshold) * (1 - need)
+    counts = {kind: sum(r == kind for r in sel.reason) for kind in (RANDOM, UNCERTAIN)}
+    asked = {RANDOM: params.n // 2, UNCERTAIN: params.n - params.n // 2}
+    if counts[UNCERTAIN] < asked[UNCERTAIN]:
+        log.warning("%s: only %d of %d uncertain visits: %d eligible cells have %.2f <= p <= %.2f "
+                    "(survey_plan.min_uncertainty=%g) and the %g m spacing keeps %d of them", m.prob_path,
+                    counts[UNCERTAIN], asked[UNCERTAIN], int(uncertain_cells.sum()), lo, hi, need,
+                    params.min_spacing_m, counts[UNCERTAIN])
+    if counts[RANDOM] < asked[RANDOM]:
+        log.warning("%s: only %d of %d random visits fit %g m apart in the %d eligible cells", m.prob_path,
+                    counts[RANDOM], asked[RANDOM], params.min_spacing_m, int(eligible.sum()))
+    below = [m.pct[r, c] < m.threshold * 100 for kind, r, c in zip(sel.reason, sel.rows, sel.cols, strict=True)
+             if kind == UNCERTAIN]
+    return {"min_uncertainty": need, "probability_from": round(lo, 4), "probability_to": round(hi, 4),
+            "eligible_cells": int(uncertain_cells.sum()), "below_threshold": int(sum(below)),
+            "above_threshold": len(below) - int(sum(below))}
+
+
 def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> SurveyPlanResult:
     params = config.survey_plan
     if params.n < 1:
@@ -132,6 +157,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     check_target(Path(inputs.out), inputs.overwrite, read)
     check_package_inputs(inputs.ortho, inputs.zones)
     m = io.read_map(inputs.maps, inputs.name)
+    io.require_metres(m, "survey-plan")
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")
@@ -158,10 +184,8 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         raise InputError(f"{m.prob_path}: --min-spacing {params.min_spacing_m:g} m is larger than the mapped "
                          f"site ({diag:.0f} m across); choose a smaller spacing")
     sel = select_visits(m.pct, eligible, m.threshold, params.n, (dx, dy, params.min_spacing_m),
-                        params.band_edges_pct, params.seed)
-    if len(sel.reason) < params.n:
-        log.warning("only %d of %d visits fit %g m apart on %s", len(sel.reason), params.n,
-                    params.min_spacing_m, m.prob_path.name)
+                        params.band_edges_pct, params.seed, params.min_uncertainty)
+    uncertain = report_shortfall(m, sel, eligible, params)
     # centres in map units, distances in ground metres
     x = m.transform.c + (sel.cols + 0.5) * m.transform.a
     y = m.transform.f + (sel.rows + 0.5) * m.transform.e
@@ -169,6 +193,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         sx, sy = io.transform_xy([params.start_lonlat[0]], [params.start_lonlat[1]], "EPSG:4326", m.crs_wkt,
                                  "--start")
         start = np.array([sx[0], sy[0]])
+        check_start(start, m.transform, rr, cc, m.units_per_m, params.start_lonlat)
     else:  # south-west corner of the mapped cells
         start = np.array([m.transform.c + cc.min() * m.transform.a, m.transform.f + (rr.max() + 1) * m.transform.e])
     xy = np.column_stack([x, y]) / m.units_per_m
@@ -179,6 +204,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         "map": str(m.prob_path), "site_id": site, "threshold": m.threshold, "requested": params.n,
         "visits": len(order), "uncertain_visits": int(sum(r == UNCERTAIN for r in sel.reason)),
         "random_visits": int(sum(r == RANDOM for r in sel.reason)),
+        "uncertain": uncertain,
         "min_spacing_m": params.min_spacing_m, "excluded_cells": int((excluded & m.valid).sum()),
         "tile_check": tile_check, "eligible_cells": int(eligible.sum()), "route_length_m": round(length, 2),
         "nearest_neighbour_length_m": round(nn_length, 2),
@@ -216,7 +242,7 @@ CSV_COLUMNS = ["visit", "site_id", "plot_id", "lon", "lat", "easting", "northing
                "probability", "map_class", "cell_id", "presence"]
 
 
-def visits_table(m: io.MapLayers, sel: Any, order: np.ndarray, x: np.ndarray, y: np.ndarray, site: str,
+def visits_table(m: io.MapLayers, sel: Selection, order: np.ndarray, x: np.ndarray, y: np.ndarray, site: str,
                  weight: dict[int, float | None]) -> pd.DataFrame:
     """One row per visit in walking order; plot ids `<site>-V01` are unique across sites and plans."""
     n = len(order)
@@ -232,7 +258,9 @@ def visits_table(m: io.MapLayers, sel: Any, order: np.ndarray, x: np.ndarray, y:
         "cell_id": [f"r{r}c{c}" for r, c in zip(rows, cols, strict=True)], "row": rows, "col": cols,
         "probability": m.pct[rows, cols].astype(float) / 100,
         "map_class": np.where(m.cls[rows, cols] == 1, "present", "absent"),
-        "confidence": conf[rows, cols].astype(int), "reason": reason, "band": sel.band[order],
+        "confidence": conf[rows, cols].astype(int),
+        "uncertainty": np.round(uncertainty(m.pct, m.threshold)[rows, cols], 3), "reason": reason,
+        "band": sel.band[order],
         "weight": [weight[b] if r == RANDOM else 0.0 for r, b in zip(reason, sel.band[order], strict=True)],
         "lon": np.round(lon, 8), "lat": np.round(lat, 8), "easting": np.round(east, 3),
         "northing": np.round(north, 3), "epsg": epsg,

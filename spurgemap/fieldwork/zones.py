@@ -19,7 +19,7 @@ import pandas as pd
 from shapely import Polygon, contains_xy, get_parts, union_all
 from shapely.geometry.base import BaseGeometry
 
-from spurgemap.config import SpurgemapConfig
+from spurgemap.config import SpurgemapConfig, ZonesConfig
 from spurgemap.core.errors import InputError
 from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.prescriptions import check_date, site_name, write_field_outputs, zone_cap
@@ -90,6 +90,19 @@ def zone_table(zones: list[Polygon], cx: np.ndarray, cy: np.ndarray, prob: np.nd
     return pd.concat([table, dose_columns(table.area_ha.astype(float), config)], axis=1)
 
 
+def _sane(params: ZonesConfig, cell_m: float) -> ZonesConfig:
+    """--simplify beyond --buffer would cut the outline into the safety buffer: clamp it, and say so; a
+    buffer of many cells is legal but worth a word (the config already refuses > 1 km)."""
+    if params.buffer_m > 0 and params.simplify_m > params.buffer_m:
+        log.warning("--simplify %g m is larger than --buffer %g m and would eat into the safety buffer; "
+                    "simplifying by %g m", params.simplify_m, params.buffer_m, params.buffer_m)
+        params = params.model_copy(update={"simplify_m": params.buffer_m})
+    if params.buffer_m > 10 * cell_m:
+        log.warning("--buffer %g m is %.0f map cells of %.2f m: zones reach far beyond the mapped weed",
+                    params.buffer_m, params.buffer_m / cell_m, cell_m)
+    return params
+
+
 def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     params = config.zones
 
@@ -102,6 +115,8 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     check_target(Path(inputs.out), inputs.overwrite, [inputs.maps])
     m = io.read_map(inputs.maps, inputs.name)
     site = site_name(inputs.site, m.name, m.folder)
+    io.require_metres(m, "zones")
+    params = _sane(params, m.cell_m)
     upm = m.units_per_m
     present = m.cls == 1
     zones = make_zones(io.mask_polygons(present, m.transform), params.buffer_m * upm, params.min_area_m2 * upm**2,
@@ -140,7 +155,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
         kml = pd.DataFrame({"Name": [f"zone {i}" for i in table.zone_id],
                             "Description": [f"{a:.1f} m², mean probability {p:.2f}"
                                             for a, p in zip(table.area_m2, table.mean_prob, strict=True)]})
-        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver="KML", to_wgs84=True)
+        io.write_vector(files["kml"], kml, zones, m.crs_wkt, driver=io.kml_driver(), to_wgs84=True)
         files["qml"].write_text(zones_vector_qml(), encoding="utf-8")
         files.update(write_field_outputs(tmp, config, m, site, table, zones, summary, inputs.date, inputs.examiner))
         files["summary_json"].write_text(json.dumps({**summary, "zone_list": table.to_dict("records")}, indent=2))

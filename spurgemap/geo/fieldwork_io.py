@@ -24,6 +24,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
 from spurgemap.core.errors import InputError
+from spurgemap.geo.damage import damage_guard, gdal_message
 from spurgemap.geo.maps import polygons_of, write_cog
 from spurgemap.geo.raster import OrthoReader, open_ortho
 from spurgemap.geo.vector import map_scale, read_plots, reproject
@@ -76,13 +77,16 @@ def find_map(folder: Path, name: str | None = None) -> Path:
 
 
 def _read_band(path: Path) -> tuple[np.ndarray, Affine, str, dict[str, str]]:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(f"{path}: has no CRS; use the files `spurgemap predict` wrote")
-            return src.read(1), src.transform, src.crs.to_wkt(), src.tags()
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{path}: not a readable GeoTIFF ({str(exc).splitlines()[0]})") from None
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a GeoTIFF")
+    with damage_guard(path):  # truncated / overwritten: one line naming the damage, no raw GDAL warnings
+        try:
+            with rasterio.open(path) as src:
+                if src.crs is None:
+                    raise InputError(f"{path}: has no CRS; use the files `spurgemap predict` wrote")
+                return src.read(1), src.transform, src.crs.to_wkt(), src.tags()
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(f"{path}: not a readable GeoTIFF ({gdal_message(exc)})") from None
 
 
 def read_map(folder: Path, name: str | None = None) -> MapLayers:
@@ -113,6 +117,16 @@ def read_map(folder: Path, name: str | None = None) -> MapLayers:
     cx, cy = transform @ (cols / 2, rows / 2)
     return MapLayers(stem, prob_path.parent, prob_path, pct, cls, conf, transform, crs_wkt, threshold,
                      units_per_m(crs_wkt, cx, cy), dict(tags))
+
+
+def require_metres(m: MapLayers, command: str) -> None:
+    """Buffers, spacings and areas are in ground metres: a map in degrees (EPSG:4326) would make a 1 m
+    buffer 1 degree wide, so `zones` and `survey-plan` need a projected map."""
+    crs = CRS.from_wkt(m.crs_wkt)
+    if not crs.is_projected:
+        raise InputError(f"{m.prob_path}: the map is in {crs.name} (degrees); `{command}` needs a map in a "
+                         "projected CRS in metres (e.g. UTM): run predict on a projected orthomosaic "
+                         "(gdalwarp -t_srs EPSG:326NN)")
 
 
 def units_per_m(crs_wkt: str, x: float, y: float) -> float:
@@ -284,6 +298,18 @@ def write_class_raster(path: Path, data: np.ndarray, transform: Affine, crs_wkt:
     write_cog(path, data.astype(np.uint8), transform, crs_wkt, NODATA, tags, colormap=colormap,
               overview_resampling="nearest", description=description)
     return path
+
+
+def set_layer_description(gpkg: Path, layer: str, text: str) -> None:
+    """The GeoPackage's own description of a layer (``gpkg_contents``), shown by QGIS and ogrinfo."""
+    import sqlite3
+
+    con = sqlite3.connect(gpkg)
+    try:
+        con.execute("UPDATE gpkg_contents SET description = ? WHERE table_name = ?", (text, layer))
+        con.commit()
+    finally:
+        con.close()
 
 
 def embed_style(gpkg: Path, layer: str, qml: str, name: str) -> None:

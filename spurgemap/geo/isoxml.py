@@ -47,8 +47,9 @@ def _points(parent: ET.Element, coords: Sequence[tuple[float, float]]) -> None:
         ET.SubElement(parent, "PNT", {"A": "2", "C": plain(lat), "D": plain(lon)})
 
 
-def _polygon(parent: ET.Element, poly: Polygon, name: str, area_m2: float) -> None:
-    pln = ET.SubElement(parent, "PLN", {"A": "2", "B": name[:32], "C": str(round(area_m2))})
+def _polygon(parent: ET.Element, poly: Polygon, name: str, area_m2: float, kind: str = "2") -> None:
+    """A PLN: kind 2 = treatment zone, 1 = partfield boundary."""
+    pln = ET.SubElement(parent, "PLN", {"A": kind, "B": name[:32], "C": str(round(area_m2))})
     ext = ET.SubElement(pln, "LSG", {"A": "1"})
     _points(ext, list(poly.exterior.coords))
     for ring in poly.interiors:
@@ -81,24 +82,42 @@ def grid_codes(zones_wgs84: Sequence[BaseGeometry], cell_m: float) -> tuple[np.n
     cols = max(1, math.ceil((maxx - minx) / dlon))
     lat = miny + (np.arange(rows) + 0.5) * dlat
     lon = minx + (np.arange(cols) + 0.5) * dlon
-    glon, glat = np.meshgrid(lon, lat)
     codes = np.zeros((rows, cols), np.uint8)
-    for code, zone in enumerate(zones_wgs84, 1):
-        codes[contains_xy(zone, glon, glat)] = code
+    for code, zone in enumerate(zones_wgs84, 1):  # each zone tests only the cells under its bounds
+        x0, y0, x1, y1 = zone.bounds
+        c0, c1 = max(int((x0 - minx) // dlon), 0), min(int((x1 - minx) // dlon) + 1, cols)
+        r0, r1 = max(int((y0 - miny) // dlat), 0), min(int((y1 - miny) // dlat) + 1, rows)
+        glon, glat = np.meshgrid(lon[c0:c1], lat[r0:r1])
+        window = codes[r0:r1, c0:c1]
+        window[contains_xy(zone, glon, glat)] = code
     return codes, miny, minx, dlat, dlon
 
 
 def write_taskdata(folder: Path, zones: Sequence[IsoZone], crs_wkt: str, *, task: str, software_version: str,
-                   product: str | None = None, grid_cell_m: float | None = None) -> list[Path]:
-    """``folder/TASKDATA.XML`` (and ``GRD00000.bin`` with a grid); zones in the map CRS, areas in m²."""
+                   product: str | None = None, grid_cell_m: float | None = None,
+                   field: tuple[BaseGeometry, float] | None = None) -> list[Path]:
+    """``folder/TASKDATA.XML`` (and ``GRD00000.bin`` with a grid); zones in the map CRS, areas in m².
+
+    ``field`` (boundary in the map CRS, area in m²) becomes the task's partfield (PFD), which some
+    terminals need to import a prescription.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    wgs84 = reproject([z.geometry for z in zones], crs_wkt, CRS.from_epsg(4326).to_wkt())
+    to_wgs84 = CRS.from_epsg(4326).to_wkt()
+    wgs84 = reproject([z.geometry for z in zones], crs_wkt, to_wgs84)
     root = _root(software_version)
     if product:
         ET.SubElement(root, "PDT", {"A": "PDT1", "B": product[:32], "F": "1"})
     ET.SubElement(root, "VPN", {"A": "VPN1", "B": "0", "C": "0.01", "D": "1", "E": "l/ha"})
-    tsk = ET.SubElement(root, "TSK", {"A": "TSK1", "B": task[:32], "G": "1", "H": str(OFF_ZONE),
-                                      "I": str(OFF_ZONE), "J": str(OFF_ZONE)})
+    task_attrs = {"A": "TSK1", "B": task[:32]}
+    if field is not None:
+        boundary, area = field
+        pfd = ET.SubElement(root, "PFD", {"A": "PFD1", "C": task[:32], "D": str(round(area))})
+        (outline,) = reproject([boundary], crs_wkt, to_wgs84)
+        for part in get_parts(outline):
+            _polygon(pfd, part, task, area * part.area / max(outline.area, 1e-30), kind="1")
+        task_attrs["E"] = "PFD1"
+    tsk = ET.SubElement(root, "TSK", {**task_attrs, "G": "1", "H": str(OFF_ZONE), "I": str(OFF_ZONE),
+                                      "J": str(OFF_ZONE)})
     pdv_extra = {"C": "PDT1"} if product else {}
 
     def zone(code: int, name: str, rate: float) -> ET.Element:

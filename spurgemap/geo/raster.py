@@ -23,6 +23,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from spurgemap.core.errors import InputError
+from spurgemap.geo.damage import damage_guard, gdal_message
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def _fail(path: Path, message: str) -> InputError:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return gdal_message(exc)
 
 
 
@@ -206,6 +206,12 @@ def open_ortho(
         raise _fail(path, "is a folder, not a GeoTIFF")
     if path.stat().st_size == 0:
         raise _fail(path, "is empty (0 bytes)")
+    with damage_guard(path):  # a truncated or overwritten file: one line, no raw GDAL warnings
+        return _open(path, tile_px, bands, value_range, max_pixels, max_compression_ratio)
+
+
+def _open(path: Path, tile_px: int, bands: tuple[int, int, int] | None, value_range: tuple[float, float] | None,
+          max_pixels: int, max_compression_ratio: float) -> OrthoInfo:
     try:
         ds = rasterio.open(path)
     except RasterioError as exc:

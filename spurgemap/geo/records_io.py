@@ -7,6 +7,7 @@ only geo/ opens rasters.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import rasterio
@@ -18,8 +19,10 @@ DATE_TAGS = ("flight_date", "TIFFTAG_DATETIME", "ACQUISITION_DATE", "DATE_TIME")
 def raster_tags(path: Path) -> dict[str, str]:
     """The default-domain tags of a GeoTIFF; an unreadable file has none."""
     try:
-        with rasterio.open(path) as src:
-            return dict(src.tags())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # only the tags are wanted: no notes on georeferencing
+            with rasterio.open(path) as src:
+                return dict(src.tags())
     except (rasterio.errors.RasterioIOError, OSError):
         return {}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ class Profile:
     max_zones: int
     max_bytes: int | None
     folder: str  # below ZONES/
+    zipped: bool = False  # also one .zip of the Shapefile's parts (what a web portal upload takes)
 
 
 PROFILES = {
@@ -40,7 +42,7 @@ PROFILES = {
     "raven": Profile(True, "RATE", False, False, 253, None, "raven"),
     "deere": Profile(True, "RATE", True, False, 253, None, "deere/Rx"),
     "trimble": Profile(True, "TGT_RATE", False, False, 253, None, "trimble"),
-    "agfusion": Profile(True, "RATE", False, True, 100, 250_000, "agfusion"),
+    "agfusion": Profile(True, "RATE", False, True, 100, 250_000, "agfusion", zipped=True),
 }
 SHP_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
@@ -93,4 +95,9 @@ def write_terminal_shapefile(out: Path, terminal: str, site: str, table: pd.Data
         tolerance = tolerance * 2 if tolerance else 2e-7  # ~2 cm, doubling
         simpler = [shapely.simplify(g, tolerance, preserve_topology=True) for g in geoms]
         write_vector(path, frame, simpler, crs, driver="ESRI Shapefile", geometry_type="Polygon")
+    if prof.zipped:
+        with zipfile.ZipFile(path.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as zf:
+            for part in (path.with_suffix(s) for s in SHP_PARTS):
+                if part.exists():
+                    zf.write(part, part.name)
     return path, tolerance

@@ -94,6 +94,10 @@ def read_bundle(path: Path) -> Bundle:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: bundle not found")
+    if path.is_dir():
+        inside = path / "model.spurge"
+        hint = f"give {inside}" if inside.is_file() else "give the model.spurge file that `spurgemap train` wrote"
+        raise InputError(f"{path}: is a folder, not a model bundle; {hint}")
     data = path.read_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:

@@ -33,6 +33,8 @@ class Batchable:
     syn_labels: np.ndarray
     syn_by_tile: dict[int, np.ndarray] = field(default_factory=dict)  # real index -> allowed syn indices
     bags: np.ndarray | None = None  # bag (plot) number per real tile: multiple-instance labels
+    views: Any = None  # (U, V, S, F) features of V RandAugment views of U training tiles (views_cached)
+    view_row: np.ndarray | None = None  # real index -> row in views (-1: none)
 
 
 def plot_bags(plots: np.ndarray, verified: np.ndarray | None) -> np.ndarray:
@@ -56,7 +58,13 @@ def bag_max(bags: np.ndarray, idx: np.ndarray, labels: np.ndarray,
 def cacheable(cfg: TrainConfig) -> bool:
     """A frozen backbone with only D4 augmentation sees each (tile, symmetry) once: cache features."""
     a = cfg.augment
-    return cfg.mode == "probe" and not (a.randaugment or a.color_jitter or a.cutmix or a.mixup)
+    live_randaugment = a.randaugment and not a.randaugment_views  # else: cached views (views_cached)
+    return cfg.mode == "probe" and not (live_randaugment or a.color_jitter or a.cutmix or a.mixup)
+
+
+def views_cached(cfg: TrainConfig) -> bool:
+    """RandAugment on a frozen backbone: a fixed set of views per tile, whose features are cached."""
+    return cacheable(cfg) and cfg.augment.randaugment
 
 
 def freeze_for_probe(model: SpurgeClassifier) -> None:
@@ -236,12 +244,18 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
 
-    def _inputs(self, syn: np.ndarray, idx: np.ndarray, sym: np.ndarray) -> torch.Tensor:
+    def _inputs(self, syn: np.ndarray, idx: np.ndarray, sym: np.ndarray,
+                view: np.ndarray | None = None) -> torch.Tensor:
         if self.features is not None:
             assert self.syn_features is not None
             mask = torch.from_numpy(syn)
             i, s = torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(sym.astype(np.int64))
-            rows = self.features[torch.where(mask, 0, i), s]
+            if view is not None:  # a real tile is one of its cached RandAugment views
+                assert self.data.view_row is not None
+                r = torch.from_numpy(self.data.view_row[np.where(syn, 0, idx)])
+                rows = self.data.views[r.clamp(min=0), torch.from_numpy(view), s]
+            else:
+                rows = self.features[torch.where(mask, 0, i), s]
             if mask.any():
                 rows[mask] = self.syn_features[i[mask], s[mask]]
             return rows.to(self.prep.device)
@@ -305,6 +319,7 @@ class Trainer:
             return EpochResult(mil_loss, *self._validate(val_idx, groups))
         syn, idx, sym = draw_epoch(self.data, train_idx, cfg.synthetic_alpha, cfg.augment.d4, rng,
                                    epoch_draws(cfg))
+        view = None if self.data.views is None else rng.integers(0, self.data.views.shape[1], size=len(idx))
         labels = np.where(syn, self.data.syn_labels[np.where(syn, idx, 0)] if len(self.data.syn_labels) else 0,
                           self.data.labels[np.where(syn, 0, idx)]).astype(np.float32)
         pos = max(labels.sum(), 1.0)
@@ -316,7 +331,7 @@ class Trainer:
         losses = []
         for start in range(0, len(idx), cfg.batch_size):
             sl = slice(start, start + cfg.batch_size)
-            x = self._inputs(syn[sl], idx[sl], sym[sl])
+            x = self._inputs(syn[sl], idx[sl], sym[sl], None if view is None else view[sl])
             y = torch.from_numpy(labels[sl]).to(self.prep.device)
             with autocast(self.prep.device, self.bf16):
                 if self.features is not None:

@@ -65,3 +65,4 @@ class Prep:
         std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
         x = (x - mean) / std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+

@@ -109,7 +109,8 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     if legacy:
         summary["spurge_area_ha"], summary["spurge_share"] = summary["present_area_ha"], summary["present_share"]
     if inputs.plots is not None:
-        summary["plots"] = _per_plot(inputs.plots, info, present_polys, to_m2, legacy)
+        summary["plots"], summary["plots_not_on_map"] = _per_plot(inputs.plots, info, present_polys, to_m2, legacy,
+                                                                  polygons_of(has, transform))
     files["summary_json"].write_text(json.dumps(summary, indent=2))
     _write_csv(files["summary_csv"], summary)
     for path in write_styles(out, name, threshold, species, config.predict.low_confidence):
@@ -128,15 +129,22 @@ def _cells_in(aoi: Any, transform: Affine, shape: tuple[int, int]) -> np.ndarray
     return np.asarray(contains_xy(aoi, cx, cy)).reshape(shape)
 
 
-def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float,
-              legacy: bool) -> list[dict[str, Any]]:
+def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float, legacy: bool,
+              mapped: list[Any]) -> tuple[list[dict[str, Any]], int]:
+    """Present area per plot, for the plots that touch a mapped cell (and how many do not).
+
+    Why: a survey of many sites lists other sites' plots too; with 0 m² they would read as "absent".
+    """
     from shapely import union_all
 
     layer = read_plots(plots)
     geoms = reproject(layer.geoms, layer.crs_wkt, info.crs_wkt)
     spurge = union_all(present) if present else None
+    site_area = union_all(mapped) if mapped else None
     rows = []
     for site, plot, g in zip(layer.site_ids, layer.plot_ids, geoms, strict=True):
+        if site_area is None or not g.intersects(site_area):
+            continue
         area = g.area * to_m2
         hit = g.intersection(spurge).area * to_m2 if spurge is not None and area else 0.0
         row = {"site_id": site, "plot_id": plot, "plot_area_m2": round(area, 3),
@@ -144,7 +152,7 @@ def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float,
         if legacy:
             row["spurge_area_m2"], row["spurge_share"] = row["present_area_m2"], row["present_share"]
         rows.append(row)
-    return rows
+    return rows, len(geoms) - len(rows)
 
 
 def _write_csv(path: Path, summary: dict[str, Any]) -> None:

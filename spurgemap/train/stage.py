@@ -39,10 +39,12 @@ from spurgemap.model.engine import (
     freeze_early_stages,
     freeze_for_probe,
     plot_bags,
+    views_cached,
 )
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
 from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_blocks, spatial_groups
+from spurgemap.model.views import randaugment_views
 from spurgemap.tile.tileset import TileSet, load_tile_set
 from spurgemap.train.features import onnx_features
 from spurgemap.train.operating import final_metrics
@@ -149,7 +151,9 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     features = syn_features = None
     per_epoch = epoch_draws(cfg) or max(len(s.train) for s in splits)
     steps = phases * cfg.epochs * per_epoch
-    with progress(steps + (len(tiles) + len(syn)) * syms * use_cache, "training", unit="img") as advance:
+    viewed = _view_tiles(tiles, cfg, config.seed, splits, dropped, cross_val) if views_cached(cfg) else None
+    n_views = 0 if viewed is None else len(viewed) * cfg.augment.randaugment_views
+    with progress(steps + (len(tiles) + len(syn)) * syms * use_cache + n_views, "training", unit="img") as advance:
         if use_cache:
             model0 = new_model(0)
 
@@ -161,7 +165,15 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             features = _cached_features(inputs.feature_cache, f"{spec.name}|{spec.weights}|{input_size}|{syms}|"
                                         f"{tiles.pixels_digest or tiles.digest}|{cfg.channels_last}|{device.type}|ort",
                                         lambda: features_of(tiles.images), lambda: advance(len(tiles)))
-            syn_features = features_of(syn.images)
+            if viewed is not None:  # RandAugment: V cached views per training tile, one per synthetic image
+                v = cfg.augment.randaugment_views
+                aug = randaugment_views(tiles.images[viewed], v, config.seed, viewed)
+                data.views = features_of(aug).reshape(len(viewed), v, syms, -1)
+                data.view_row = np.full(len(tiles), -1, np.int64)
+                data.view_row[viewed] = np.arange(len(viewed))
+                syn_features = features_of(randaugment_views(syn.images, 1, config.seed + 1, np.arange(len(syn))))
+            else:
+                syn_features = features_of(syn.images)
         ckpt = _load_ckpt(work) if resumed else None
         history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
         oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}
@@ -189,7 +201,11 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             if len(history) <= phase and not is_final:
                 history.append([])
             for epoch in range(first, epochs):
+                t_epoch = time.perf_counter()
                 res = trainer.epoch(phase, epoch, train_idx, val_idx, tiles.groups, advance)
+                if epoch == first and phase == (ckpt["phase"] if ckpt else 0):  # measured, not guessed
+                    log.info("training: the first epoch took %.1f s; about %.0f s of epochs left", time.perf_counter()
+                             - t_epoch, (time.perf_counter() - t_epoch) * (phases * cfg.epochs - epoch - 1))
                 if not is_final:
                     history[phase].append({"epoch": epoch, "train_loss": res.train_loss, **_brief(res.val)})
                     best = _best_epoch([history[phase]])
@@ -212,6 +228,13 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     metrics = final_metrics(cfg, tiles, splits, history, oof, final_model, trainer, cross_val, bags,
                             _best_epoch(history))
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
+
+
+def _view_tiles(tiles: TileSet, cfg: Any, seed: int, splits: list[Split], dropped: list[str],
+                cross_val: bool) -> np.ndarray:
+    """Every tile some phase trains on: the tiles whose RandAugment views are computed."""
+    parts = [s.train for s in splits] + ([_final_train(tiles, cfg, seed, dropped)] if cross_val else [])
+    return np.unique(np.concatenate(parts))
 
 
 def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, splits: list[Split]) -> None:
@@ -265,7 +288,7 @@ def _check_mil(cfg: Any, tiles: TileSet, n_synthetic: int) -> np.ndarray | None:
     """Bag numbers for train.labels=plot-mil (None for tile labels), after its preconditions."""
     if cfg.labels != "plot-mil":
         return None
-    if not cacheable(cfg):
+    if not cacheable(cfg) or cfg.augment.randaugment:
         raise InputError("train.labels=plot-mil trains on cached features: set train.mode=probe and turn off "
                          "train.augment randaugment/color_jitter/cutmix/mixup")
     if n_synthetic:
