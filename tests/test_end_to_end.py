@@ -116,3 +116,8 @@ def test_demo_command_runs_the_built_stages(tmp_path):
     for site in ("site01", "site02", "site03"):
         planned = (tmp_path / "run" / "survey_plan" / site / "visits.gpx").exists()
         assert planned or f"{site} none (" in flat
+        if planned:  # the crew's outputs come with every plan: QField package and printable sheet
+            plan = tmp_path / "run" / "survey_plan" / site
+            assert (plan / "field_sheet.pdf").read_bytes().startswith(b"%PDF-")
+            assert (plan / f"{site}_qfield.zip").exists() and (plan / "qfield" / f"{site}.qgs").exists()
+            assert (plan / "qfield" / "basemap.tif").exists()  # the demo orthomosaic, found from the map's tags

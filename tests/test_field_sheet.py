@@ -110,3 +110,30 @@ def test_previews_carry_scale_bar_north_arrow_and_site(monkeypatch, tmp_path):
         assert min(p.get_x() for p in segs) > 500_000 + 105 / 2  # lower right, clear of the start corner
         texts = [t.get_text() for t in ax.texts]
         assert "N" in texts and "20 m" in texts and "site S01" in ax.get_title()
+
+
+def test_sheet_map_outlines_zones_and_numbers_visits_in_order():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from affine import Affine
+    from shapely import box
+
+    from spurgemap.fieldwork.field_sheet import SheetInputs, _map
+
+    t = Affine(3.5, 0, 500_000, 0, -3.5, 5_200_000)
+    table = pd.DataFrame({"visit": [1, 2], "reason": ["random", "uncertain"], "lon": [-111.0, -111.0],
+                          "lat": [46.9, 46.9]})
+    zone = box(500_010, 5_199_960, 500_030, 5_199_980).difference(box(500_015, 5_199_965, 500_020, 5_199_970))
+    s = SheetInputs("S01", table, np.array([500_005.0, 500_050.0]), np.array([5_199_990.0, 5_199_950.0]),
+                    np.array([500_000.0, 5_199_930.0]), np.full((20, 30), 30, np.uint8), t, "", 0.4, 1.0, 70.0,
+                    zones=[zone])
+    fig, ax = plt.subplots()
+    _map(ax, s)
+    orange = [ln for ln in ax.lines if ln.get_color() == "#ff7800" and len(ln.get_xdata())]
+    assert len(orange) == 2  # the zone's outline and its hole
+    labels = [(tx.get_text(), tx.get_position()) for tx in ax.texts if tx.get_text() in ("1", "2")]
+    assert labels == [("1", (500_005.0, 5_199_990.0)), ("2", (500_050.0, 5_199_950.0))]
+    assert ax.get_legend() is not None and "spray zone" in [x.get_text() for x in ax.get_legend().get_texts()]
+    plt.close(fig)

@@ -114,3 +114,14 @@ def test_bad_presence_in_a_filled_csv_names_the_row_through_the_cli(tmp_path):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "filled.csv" in lines[0] and "row 4 'maybe'" in lines[0]
     assert not (tmp_path / "t").exists()
+
+
+def test_tile_cli_says_how_many_plots_were_not_visited(tmp_path):
+    from conftest import cli_ok
+
+    ortho, res = plan_site(tmp_path, "s1", 0.0)
+    filled = tmp_path / "filled.csv"
+    fill_half(res.files["csv"]).to_csv(filled, index=False)
+    r = cli_ok("tile", ortho, "--plots", filled, "--out", tmp_path / "t")
+    flat = " ".join(r.output.split())
+    assert "4 plots not visited (empty presence) skipped" in flat and "4 tiles" in flat

@@ -9,13 +9,14 @@ blank presence and cover columns; further pages carry the rest of the table. The
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from affine import Affine
+from shapely.geometry.base import BaseGeometry
 
 from spurgemap import __version__
 from spurgemap.fieldwork.map_furniture import decorate
@@ -43,6 +44,7 @@ class SheetInputs:
     route_length_m: float
     species: str = "leafy spurge"
     ortho: Path | None = None
+    zones: list[BaseGeometry] = field(default_factory=list)  # spray zones to outline (map CRS)
 
 
 def _kind(table: pd.DataFrame) -> list[str]:
@@ -71,6 +73,10 @@ def _map(ax: Any, s: SheetInputs) -> None:
         rgba, (left, bottom, right, top) = photo
         ax.imshow(rgba, extent=(left, right, bottom, top), interpolation="bilinear", zorder=1)
     ax.imshow(_overlay(s.pct, photo is not None), extent=extent, interpolation="nearest", zorder=2)
+    for g in s.zones:
+        for poly in getattr(g, "geoms", [g]):
+            for ring in [poly.exterior, *poly.interiors]:
+                ax.plot(*ring.xy, color="#ff7800", lw=1.2, zorder=3)
     ax.plot(np.r_[s.start[0], s.x], np.r_[s.start[1], s.y], "--", color="#222222", lw=0.8, zorder=3)
     ax.plot(s.start[0], s.start[1], "k^", ms=8, zorder=4)
     ax.annotate("start", (s.start[0], s.start[1]), xytext=(6, 4), textcoords="offset points", fontsize=7,
@@ -81,6 +87,8 @@ def _map(ax: Any, s: SheetInputs) -> None:
         ax.plot(a, b, "o", ms=13, color=KIND_COLOURS.get(kind, "#444444"), mec="white", mew=1.2, zorder=5)
         ax.text(a, b, label, ha="center", va="center", fontsize=6.5, color="white", fontweight="bold", zorder=6)
     handles = [ax.plot([], [], "o", color=c, mec="white", ms=8, label=k)[0] for k, c in KIND_COLOURS.items()]
+    if s.zones:
+        handles.append(ax.plot([], [], "-", color="#ff7800", lw=1.2, label="spray zone")[0])
     ax.legend(handles=handles, fontsize=7, loc="upper left", framealpha=0.85)
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])

@@ -36,7 +36,7 @@ from spurgemap.fieldwork.route import walking_order
 from spurgemap.fieldwork.sampling import RANDOM, UNCERTAIN, Selection, band_table, select_visits, uncertainty
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
-from spurgemap.geo.qfield_io import map_source
+from spurgemap.geo.qfield_io import map_source, read_polygons
 from spurgemap.predict.confidence import confidence
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
         ortho = inputs.ortho or map_source(m.prob_path)
         files["sheet"] = write_field_sheet(tmp / "field_sheet.pdf", SheetInputs(
             site, table, x[order], y[order], start, m.pct, m.transform, m.crs_wkt, m.threshold, m.units_per_m,
-            length, config.labels.species, ortho))
+            length, config.labels.species, ortho, read_polygons(inputs.zones, m.crs_wkt)))
         files.update(write_qfield_package(tmp, QFieldInputs(
             site, table, list(points(np.column_stack([x[order], y[order]]))), m.crs_wkt, m.prob_path, m.threshold,
             config.labels.species, ortho, list(inputs.exclude), inputs.zones)))

@@ -101,6 +101,24 @@ def copy_vector_layer(src: Path, dst: Path, layer: str, crs_wkt: str) -> str | N
     return "MultiPolygon"
 
 
+def read_polygons(path: Path | None, crs_wkt: str) -> list[BaseGeometry]:
+    """Polygons of a zones layer in the map CRS, to outline on the field sheet; [] when unreadable."""
+    import geopandas as gpd
+
+    if path is None:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gdf = gpd.read_file(path)
+    except Exception:  # an optional outline: the sheet is still useful without it
+        return []
+    if gdf.empty or gdf.crs is None:
+        return []
+    gdf = gdf.to_crs(CRS.from_wkt(crs_wkt))
+    return [g for g in gdf.geometry if g is not None and g.geom_type in ("Polygon", "MultiPolygon")]
+
+
 def write_basemap(src: Path, dst: Path, max_side_px: int) -> bool:
     """The orthomosaic as a JPEG-compressed Cloud-Optimized GeoTIFF (alpha becomes a mask), for offline use.
 
