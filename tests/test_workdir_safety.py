@@ -229,3 +229,41 @@ def test_sigterm_removes_the_partial_folder(predicted: Path, tmp_path: Path) -> 
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "spurgemap: terminated"
     assert not out.exists() and not list(tmp_path.glob(".zones.*"))
+
+
+def test_a_read_only_out_folder_is_refused(predicted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "zones"
+    assert runner.invoke(app, ["zones", str(predicted / "site01"), "--out", str(out)]).exit_code == 0
+    before = snapshot(out)
+    out.chmod(0o555)
+    try:
+        _refused(["zones", str(predicted / "site02"), "--out", str(out), "--overwrite"],
+                 f"--out {out}: the folder is read-only")
+    finally:
+        out.chmod(0o755)
+    assert snapshot(out) == before
+
+
+def test_an_os_error_mid_run_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    import typer
+
+    from spurgemap.cli.options import STATE, run_guarded
+
+    monkeypatch.setitem(STATE, "debug", False)
+
+    def denied() -> None:
+        raise PermissionError(13, "Permission denied", "/data/out/zones.gpkg")
+
+    with pytest.raises(typer.Exit) as exc:
+        run_guarded(denied)
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "spurgemap: error: /data/out/zones.gpkg: Permission denied; check the folder's permissions and free "
+        "space, or choose another --out"]
+
+    def nameless() -> None:
+        raise OSError("no file")
+
+    with pytest.raises(typer.Exit) as exc:
+        run_guarded(nameless)
+    assert exc.value.exit_code == 1 and "unexpected error: OSError: no file" in capsys.readouterr().err
