@@ -106,6 +106,8 @@ def test_a_folder_given_as_the_model_is_one_line(field: Path) -> None:
     line = _one_clean_line(_cli("predict", "ortho.tif", "--model", "run", "--out", "out", cwd=field),
                            "run: is a folder, not a model bundle")
     assert "IsADirectoryError" not in line
+    _one_clean_line(_cli("predict", "ortho.tif", "truncated.tif", "--model", "run", "--out", "out", cwd=field),
+                    "--model run: is a folder, not a model bundle")  # a campaign
 
 
 def test_export_of_a_folder_is_one_line(field: Path) -> None:
