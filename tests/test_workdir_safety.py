@@ -267,3 +267,21 @@ def test_an_os_error_mid_run_is_one_line(capsys: pytest.CaptureFixture[str], mon
     with pytest.raises(typer.Exit) as exc:
         run_guarded(nameless)
     assert exc.value.exit_code == 1 and "unexpected error: OSError: no file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("layout", "ours"), [
+    ({"config.yaml": "schema_version: 1\nseed: 0\n"}, True),  # any stage's resolved config
+    ({"zones_summary.json": "{}", "zones.gpkg": ""}, True),
+    ({"visits.gpx": "", "summary.json": "{}"}, True),  # survey-plan
+    ({"runs/a/metrics.json": "{}", "results.csv": ""}, True),  # evaluate
+    ({".work/key": "abc"}, True),  # a killed predict/train run
+    ({"config.yaml": "site: 3\n", "summary.json": "{}"}, False),  # someone else's config
+    ({"results.csv": ""}, False),
+])
+def test_folders_from_before_the_marker(tmp_path: Path, layout: dict[str, str], ours: bool) -> None:
+    from spurgemap.core.workdir import written_by_spurgemap
+
+    for name, text in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert written_by_spurgemap(tmp_path) is ours

@@ -24,7 +24,7 @@ from spurgemap.core.errors import InputError
 MARKER = ".spurgemap"
 _STARTED = time.time()  # partial folders older than this process and owned by no live process are stale
 # files that only spurgemap writes, recognised in folders from before the marker existed
-_LEGACY_FILES = ("zones_summary.json", "change_summary.json", "campaign_summary.csv", "model.spurge")
+_LEGACY_FILES = ("zones_summary.json", "change_summary.json", "campaign_summary.csv", "model.spurge", "visits.gpx")
 
 
 def _version() -> str:
@@ -49,6 +49,8 @@ def written_by_spurgemap(folder: Path) -> bool:
     if (folder / MARKER).is_file() or (folder / ".work" / "key").is_file():
         return True
     if any((folder / name).is_file() for name in _LEGACY_FILES):
+        return True
+    if (folder / "runs").is_dir() and (folder / "results.csv").is_file():  # an evaluate grid
         return True
     cfg = folder / "config.yaml"
     try:
