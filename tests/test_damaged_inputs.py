@@ -119,3 +119,29 @@ def test_export_of_a_folder_is_one_line(field: Path) -> None:
     assert res.exit_code == 2 and res.stderr.strip().endswith("run: is a folder, not a model bundle; give the "
                                                              "model.spurge file that `spurgemap train` wrote")
     assert not (field / "m.onnx").exists()
+
+
+def test_the_guard_restores_what_it_borrows(field: Path) -> None:
+    import logging
+    import threading
+
+    from spurgemap.core.errors import InputError
+    from spurgemap.geo.damage import damage_guard
+    from spurgemap.geo.raster import open_ortho
+
+    logger = logging.getLogger("rasterio")
+    hooks = (sys.excepthook, sys.unraisablehook, logger.propagate, list(logger.handlers))
+    with pytest.raises(InputError, match="damaged or truncated file"):
+        open_ortho(field / "metadata.tif", 1)
+    assert open_ortho(field / "ortho.tif", 1).width == 600
+    assert (sys.excepthook, sys.unraisablehook, logger.propagate, list(logger.handlers)) == hooks
+    seen: list[object] = []
+
+    def worker() -> None:  # in a worker thread the guard changes nothing process-wide
+        with damage_guard(field / "ortho.tif"):
+            seen.append((sys.excepthook, logger.propagate))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(hooks[0], hooks[2])]

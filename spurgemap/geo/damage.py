@@ -54,6 +54,9 @@ def _damaged(path: Path, detail: str) -> InputError:
 def damage_guard(path: Path) -> Iterator[None]:
     """Open and probe a raster inside this block: GDAL's damage warnings and the errors they cause
     become one InputError naming the file; other GDAL warnings are passed on unchanged afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a worker thread (Dask task): the process-wide hooks and warning filters stay the main thread's
+        return
     logger = logging.getLogger("rasterio")
     collect = _Collect()
     # rasterio's GDAL-message callback cannot decode garbage bytes: Python then prints the error
