@@ -14,6 +14,7 @@ from fieldwork_maps import make_pct, write_maps
 from rasterio.transform import from_origin
 
 ROOT = Path(__file__).resolve().parents[1]
+HOW = ("truncated", "garbage", "metadata")  # cut in half; garbage image directory; non-UTF-8 tag bytes
 
 
 def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -26,9 +27,15 @@ def _damage(good: Path, bad: Path, how: str) -> Path:
     data = good.read_bytes()
     if how == "truncated":
         bad.write_bytes(data[:len(data) // 2])
-    else:  # the header kept its TIFF magic, the directory after it is garbage
-        junk = np.random.default_rng(7).integers(0, 256, 1024, dtype=np.uint8).tobytes()
-        bad.write_bytes(data[:8] + junk + data[8 + len(junk):])
+    elif how == "metadata":  # bytes that are not UTF-8 in GDAL's XML tags (rasterio used to print a traceback)
+        at = data.find(b'<Item name="created"')
+        assert at > 0
+        junk = b"<\xff\xfe\xfd>" + b"\x80" * 30
+        bad.write_bytes(data[:at] + junk + data[at + len(junk):])
+    else:  # the header kept its TIFF magic, the first image directory (where bytes 4-8 point) is garbage
+        ifd = int.from_bytes(data[4:8], "little")
+        junk = np.random.default_rng(7).integers(0, 256, 512, dtype=np.uint8).tobytes()
+        bad.write_bytes(data[:ifd] + junk + data[ifd + len(junk):])
     return bad
 
 
@@ -41,8 +48,9 @@ def field(tmp_path_factory) -> Path:
                        crs="EPSG:32612", transform=from_origin(500_000, 5_200_000, 0.014, 0.014), tiled=True,
                        compress="deflate") as dst:
         dst.write(np.random.default_rng(0).integers(0, 255, (3, 600, 600), dtype=np.uint8))
+        dst.update_tags(created="2024-06-01T00:00:00Z", software="drone")
     ok = write_maps(root / "maps_ok", make_pct())
-    for how in ("truncated", "garbage"):
+    for how in HOW:
         _damage(good, root / f"{how}.tif", how)
         (root / f"maps_{how}").mkdir()
         for name in ("site_prob.tif", "site_class.tif"):
@@ -85,7 +93,7 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage"])
+@pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_damaged_geotiff_is_one_line(field: Path, command: str, how: str) -> None:
     proc = _cli(*COMMANDS[command](how), cwd=field)
@@ -98,6 +106,8 @@ def test_a_folder_given_as_the_model_is_one_line(field: Path) -> None:
     line = _one_clean_line(_cli("predict", "ortho.tif", "--model", "run", "--out", "out", cwd=field),
                            "run: is a folder, not a model bundle")
     assert "IsADirectoryError" not in line
+    _one_clean_line(_cli("predict", "ortho.tif", "truncated.tif", "--model", "run", "--out", "out", cwd=field),
+                    "--model run: is a folder, not a model bundle")  # a campaign
 
 
 def test_export_of_a_folder_is_one_line(field: Path) -> None:
@@ -109,3 +119,29 @@ def test_export_of_a_folder_is_one_line(field: Path) -> None:
     assert res.exit_code == 2 and res.stderr.strip().endswith("run: is a folder, not a model bundle; give the "
                                                              "model.spurge file that `spurgemap train` wrote")
     assert not (field / "m.onnx").exists()
+
+
+def test_the_guard_restores_what_it_borrows(field: Path) -> None:
+    import logging
+    import threading
+
+    from spurgemap.core.errors import InputError
+    from spurgemap.geo.damage import damage_guard
+    from spurgemap.geo.raster import open_ortho
+
+    logger = logging.getLogger("rasterio")
+    hooks = (sys.excepthook, sys.unraisablehook, logger.propagate, list(logger.handlers))
+    with pytest.raises(InputError, match="damaged or truncated file"):
+        open_ortho(field / "metadata.tif", 1)
+    assert open_ortho(field / "ortho.tif", 1).width == 600
+    assert (sys.excepthook, sys.unraisablehook, logger.propagate, list(logger.handlers)) == hooks
+    seen: list[object] = []
+
+    def worker() -> None:  # in a worker thread the guard changes nothing process-wide
+        with damage_guard(field / "ortho.tif"):
+            seen.append((sys.excepthook, logger.propagate))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [(hooks[0], hooks[2])]

@@ -229,3 +229,59 @@ def test_sigterm_removes_the_partial_folder(predicted: Path, tmp_path: Path) -> 
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "spurgemap: terminated"
     assert not out.exists() and not list(tmp_path.glob(".zones.*"))
+
+
+def test_a_read_only_out_folder_is_refused(predicted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "zones"
+    assert runner.invoke(app, ["zones", str(predicted / "site01"), "--out", str(out)]).exit_code == 0
+    before = snapshot(out)
+    out.chmod(0o555)
+    try:
+        _refused(["zones", str(predicted / "site02"), "--out", str(out), "--overwrite"],
+                 f"--out {out}: the folder is read-only")
+    finally:
+        out.chmod(0o755)
+    assert snapshot(out) == before
+
+
+def test_an_os_error_mid_run_is_one_line(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    import typer
+
+    from spurgemap.cli.options import STATE, run_guarded
+
+    monkeypatch.setitem(STATE, "debug", False)
+
+    def denied() -> None:
+        raise PermissionError(13, "Permission denied", "/data/out/zones.gpkg")
+
+    with pytest.raises(typer.Exit) as exc:
+        run_guarded(denied)
+    assert exc.value.exit_code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "spurgemap: error: /data/out/zones.gpkg: Permission denied; check the folder's permissions and free "
+        "space, or choose another --out"]
+
+    def nameless() -> None:
+        raise OSError("no file")
+
+    with pytest.raises(typer.Exit) as exc:
+        run_guarded(nameless)
+    assert exc.value.exit_code == 1 and "unexpected error: OSError: no file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("layout", "ours"), [
+    ({"config.yaml": "schema_version: 1\nseed: 0\n"}, True),  # any stage's resolved config
+    ({"zones_summary.json": "{}", "zones.gpkg": ""}, True),
+    ({"visits.gpx": "", "summary.json": "{}"}, True),  # survey-plan
+    ({"runs/a/metrics.json": "{}", "results.csv": ""}, True),  # evaluate
+    ({".work/key": "abc"}, True),  # a killed predict/train run
+    ({"config.yaml": "site: 3\n", "summary.json": "{}"}, False),  # someone else's config
+    ({"results.csv": ""}, False),
+])
+def test_folders_from_before_the_marker(tmp_path: Path, layout: dict[str, str], ours: bool) -> None:
+    from spurgemap.core.workdir import written_by_spurgemap
+
+    for name, text in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert written_by_spurgemap(tmp_path) is ours

@@ -122,6 +122,9 @@ def _row(site: str, ortho: Path, folder: Path, status: str, error: str, summary:
 def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
                  on_start: Callable[[str | None, int], None] | None = None) -> CampaignResult:
     start = time.perf_counter()
+    if inputs.model.is_dir():
+        raise InputError(f"--model {inputs.model}: is a folder, not a model bundle; give the model.spurge file "
+                         "that `spurgemap train` wrote")
     if not inputs.model.is_file():
         raise InputError(f"--model {inputs.model}: bundle not found")
     names = site_names(inputs.orthos)

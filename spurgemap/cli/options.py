@@ -93,6 +93,10 @@ def run_guarded(fn: Callable[[], T]) -> T:
     except Exception as exc:
         if STATE["debug"]:
             raise
+        if isinstance(exc, OSError) and exc.filename:  # a folder read-only or full mid-run: file and reason
+            typer.echo(f"spurgemap: error: {exc.filename}: {exc.strerror or type(exc).__name__}; check the "
+                       "folder's permissions and free space, or choose another --out", err=True)
+            raise typer.Exit(2) from None
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         typer.echo(f"spurgemap: unexpected error: {type(exc).__name__}: {msg} "
                    "(run with --debug for the traceback)", err=True)

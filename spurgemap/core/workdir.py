@@ -24,7 +24,7 @@ from spurgemap.core.errors import InputError
 MARKER = ".spurgemap"
 _STARTED = time.time()  # partial folders older than this process and owned by no live process are stale
 # files that only spurgemap writes, recognised in folders from before the marker existed
-_LEGACY_FILES = ("zones_summary.json", "change_summary.json", "campaign_summary.csv", "model.spurge")
+_LEGACY_FILES = ("zones_summary.json", "change_summary.json", "campaign_summary.csv", "model.spurge", "visits.gpx")
 
 
 def _version() -> str:
@@ -49,6 +49,8 @@ def written_by_spurgemap(folder: Path) -> bool:
     if (folder / MARKER).is_file() or (folder / ".work" / "key").is_file():
         return True
     if any((folder / name).is_file() for name in _LEGACY_FILES):
+        return True
+    if (folder / "runs").is_dir() and (folder / "results.csv").is_file():  # an evaluate grid
         return True
     cfg = folder / "config.yaml"
     try:
@@ -79,14 +81,22 @@ def check_out_vs_inputs(out: Path, inputs: Iterable[str | Path | None], option: 
         raise InputError(f"{option} {out}: {problem}; choose an --out outside every input")
 
 
+def _read_only(folder: Path) -> bool:
+    """No write access, or no write bit for anyone (what `chmod a-w` means, also for root)."""
+    return not os.access(folder, os.W_OK) or not stat.S_IMODE(folder.stat().st_mode) & 0o222
+
+
 def _check_writable(out: Path) -> None:
-    """The first existing folder above `out` must be a writable folder (a read-only one: no write bit)."""
-    parent = _real(out).parent
+    """`out` (if it exists) and the first existing folder above it must be writable folders."""
+    target = _real(out)
+    if target.is_dir() and _read_only(target):
+        raise InputError(f"--out {out}: the folder is read-only; choose another --out")
+    parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise InputError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
-    if not os.access(parent, os.W_OK) or not stat.S_IMODE(parent.stat().st_mode) & 0o222:
+    if _read_only(parent):
         raise InputError(f"--out {out}: folder {parent} is read-only; choose another --out")
 
 

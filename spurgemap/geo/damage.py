@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from spurgemap.core.errors import InputError
 _DAMAGE = ("io error", "read error", "tiffreaddirectory", "tifffill", "tiffreadencoded", "truncat",
            "failed to read", "cannot read", "incorrect count", "not a tiff", "unexpected end")
 _LOCK = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def gdal_message(exc: BaseException) -> str:
@@ -51,32 +54,68 @@ def _damaged(path: Path, detail: str) -> InputError:
 def damage_guard(path: Path) -> Iterator[None]:
     """Open and probe a raster inside this block: GDAL's damage warnings and the errors they cause
     become one InputError naming the file; other GDAL warnings are passed on unchanged afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a worker thread (Dask task): the process-wide hooks and warning filters stay the main thread's
+        return
     logger = logging.getLogger("rasterio")
     collect = _Collect()
+    # rasterio's GDAL-message callback cannot decode garbage bytes: Python then prints the error
+    # through sys.excepthook and sys.unraisablehook, outside any try; catch it there
+    garbled: list[BaseException] = []
+    hook, excepthook = sys.unraisablehook, sys.excepthook
+
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        if isinstance(info.exc_value, UnicodeDecodeError):
+            garbled.append(info.exc_value)
+        else:
+            hook(info)
+
+    def except_hook(kind: type[BaseException], value: BaseException, tb: object) -> None:
+        if isinstance(value, UnicodeDecodeError):
+            garbled.append(value)
+        else:
+            excepthook(kind, value, tb)  # type: ignore[arg-type]
+
     with _LOCK:
         logger.addHandler(collect)
         propagate, logger.propagate = logger.propagate, False
+        sys.unraisablehook, sys.excepthook = unraisable, except_hook
+    notes = warnings.catch_warnings(record=True)  # NotGeoreferencedWarning of a damaged header: held back
+    caught = notes.__enter__()
+    warnings.simplefilter("always")
     try:
         try:
             yield
         finally:
+            notes.__exit__(None, None, None)
             with _LOCK:
                 logger.removeHandler(collect)
                 logger.propagate = propagate
+                sys.unraisablehook, sys.excepthook = hook, excepthook
     except UnicodeDecodeError:
         raise _damaged(path, "unreadable text in its header") from None
     except (InputError, RasterioError) as exc:
         hurt = [r.getMessage() for r in collect.records if any(w in r.getMessage().lower() for w in _DAMAGE)]
-        if hurt:
-            raise _damaged(path, _tail(hurt[0])) from None
+        if hurt or garbled:
+            raise _damaged(path, _tail(hurt[0]) if hurt else "unreadable bytes in its header") from None
         if isinstance(exc, RasterioError):
             raise _damaged(path, gdal_message(exc)) from None
+        _replay(path, collect.records, caught)  # an intact file refused for a reason: its warnings explain
         raise
     hurt = [r.getMessage() for r in collect.records if any(w in r.getMessage().lower() for w in _DAMAGE)]
     if hurt:
         raise _damaged(path, _tail(hurt[0]))
-    for record in collect.records:  # harmless GDAL notes: as they would have been shown
-        logging.getLogger(record.name).handle(record)
+    if garbled:
+        raise _damaged(path, "GDAL reported unreadable bytes in its header")
+    _replay(path, collect.records, caught)
+
+
+def _replay(path: Path, records: list[logging.LogRecord], caught: list[warnings.WarningMessage]) -> None:
+    """No damage: GDAL's notes (one line each, naming the file) and Python warnings as they would have been."""
+    for text in dict.fromkeys(_tail(r.getMessage()) for r in records if r.levelno >= logging.WARNING):
+        log.warning("%s: GDAL: %s", path, text[:120])
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _tail(message: str) -> str:
