@@ -236,11 +236,11 @@ def predict(
         res = run_predict(cfg, PredictInputs(paths[0], model, out_dir, aoi, plots, overwrite))
         s = res.summary
         out.print(f"{res.predicted} of {res.tiles} tiles mapped with {res.backend} in {res.seconds:.1f} s: "
-                  f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
-        out.print(f"{s['species']} on {s['present_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
-                  f"({100 * s['present_share']:.1f} %) -> {res.out}")
-        out.print(f"low confidence (< {s['low_confidence_below']}) on {100 * s['low_confidence_share']:.1f} % "
-                  "of the mapped area (see *_confidence.tif)")
+                  f"{res.tiles_per_second:.1f} tiles/s, {s.hectares_per_hour or 0:.1f} ha/h")
+        out.print(f"{s.species} on {s.present_area_ha:.4f} ha of {s.mapped_area_ha:.4f} ha mapped "
+                  f"({100 * s.present_share:.1f} %) -> {res.out}")
+        out.print(f"low confidence (< {s.low_confidence_below}) on {100 * s.low_confidence_share:.1f} % "
+                  f"of the mapped area (see {res.files['confidence'].name})")
 
     run_guarded(go)
 
@@ -257,14 +257,14 @@ def _predict_campaign(cfg: Any, paths: list[Path], model: Path, out_dir: Path, a
                   + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
     res = run_campaign(cfg, CampaignInputs(paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, crs),
                        on_start=started)
-    sp = next((r["species"] for r in res.rows if r["species"]), cfg.labels.species)  # predict's: config or bundle
+    sp = next((s.species for s in res.summaries.values()), cfg.labels.species)  # predict's: config or bundle
     table = Table(title=f"campaign in {res.out}")
     for col in ("site", "status", "mapped ha", f"{sp} ha", f"{sp} %", "tiles/s"):
         table.add_column(col, justify="left" if col in ("site", "status") else "right")
     for r in res.rows:
-        share = f"{100 * float(r['present_share']):.1f}" if r["status"] == "ok" else ""
-        table.add_row(r["site"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-                      str(r["mapped_area_ha"]), str(r["present_area_ha"]), share, str(r["tiles_per_second"]))
+        s = res.summaries.get(r["site"])
+        cells = [s.mapped_area_ha, s.present_area_ha, f"{100 * s.present_share:.1f}", s.tiles_per_second] if s else []
+        table.add_row(r["site"], "ok" if s else f"failed: {r['error']}", *map(str, cells))
     out.print(table)
     out.print(f"{len(res.rows) - len(res.failed)} of {len(res.rows)} mapped ({res.redone} this run) in "
               f"{res.seconds:.1f} s; campaign layer in {res.crs} -> {res.files['presence']}")

@@ -25,9 +25,9 @@ from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import change_preview
 from spurgemap.fieldwork.styles import CHANGE_CLASSES, change_raster_qml, change_vector_qml
 from spurgemap.geo import fieldwork_io as io
+from spurgemap.predict.mapset import NODATA, read_map
 
 log = logging.getLogger(__name__)
-NODATA = 255
 ABSENT, NEW, GONE, PERSISTING = 0, 1, 2, 3
 CLASS_NAMES = {ABSENT: "absent", NEW: "new", GONE: "gone", PERSISTING: "persisting"}
 
@@ -125,8 +125,8 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     params = config.change
 
     check_target(Path(inputs.out), inputs.overwrite)
-    b = io.read_map(inputs.before, inputs.before_name)
-    a = io.read_map(inputs.after, inputs.after_name)
+    b = read_map(inputs.before, inputs.before_name)
+    a = read_map(inputs.after, inputs.after_name)
     xs, ys = cell_centres(b.transform, b.cls.shape)
     offset, res = grid_mismatch(b.transform, a.transform)
     same = io.same_crs(b.crs_wkt, a.crs_wkt)
@@ -165,7 +165,7 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
         colormap = {k: rgba for k, (_, rgba) in CHANGE_CLASSES.items()} | {NODATA: (0, 0, 0, 0)}
         io.write_class_raster(files["tif"], change, b.transform, b.crs_wkt, colormap,
                               {"before": str(b.prob_path), "after": str(a.prob_path),
-                               "classes": "0=absent,1=new,2=gone,3=persisting"}, "leafy spurge change")
+                               "classes": "0=absent,1=new,2=gone,3=persisting"}, "leafy spurge change", NODATA)
         files["tif_qml"].write_text(change_raster_qml(), encoding="utf-8")
         geoms_out, rows = [], []
         for k, parts in polys.items():

@@ -10,7 +10,7 @@ import numpy as np
 from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
-NODATA = 255
+from spurgemap.predict.mapset import NODATA
 
 
 def _figure(shape: tuple[int, int]) -> tuple[Any, Any]:

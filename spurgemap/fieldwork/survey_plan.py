@@ -30,9 +30,9 @@ from spurgemap.fieldwork.route import walking_order
 from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.predict.confidence import confidence
+from spurgemap.predict.mapset import read_map
 
 log = logging.getLogger(__name__)
-NODATA = 255
 UNCERTAIN, RANDOM = "uncertain", "random"
 ACCURACY_RECIPE = (
     "Overall accuracy from the visits: use only the 'random' visits. For each probability band h, "
@@ -176,7 +176,7 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     if params.min_spacing_m < 0:
         raise InputError(f"--min-spacing {params.min_spacing_m}: must be >= 0 metres")
     check_target(Path(inputs.out), inputs.overwrite)
-    m = io.read_map(inputs.maps, inputs.name)
+    m = read_map(inputs.maps, inputs.name)
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")

@@ -26,6 +26,7 @@ from spurgemap.fieldwork.preview import zones_preview
 from spurgemap.fieldwork.styles import zones_vector_qml
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.fieldwork_io import write_rows
+from spurgemap.predict.mapset import read_map
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     if params.rate_l_per_ha is not None and params.rate_l_per_ha <= 0:
         raise InputError(f"--rate {params.rate_l_per_ha:g}: litres per hectare must be > 0")
     check_target(Path(inputs.out), inputs.overwrite)
-    m = io.read_map(inputs.maps, inputs.name)
+    m = read_map(inputs.maps, inputs.name)
     upm = m.units_per_m
     present = m.cls == 1
     zones = make_zones(io.mask_polygons(present, m.transform), params.buffer_m * upm, params.min_area_m2 * upm**2,

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,14 @@ from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import background_sha256, file_fingerprint, run_key
+from spurgemap.core.labels import DEFAULT_SPECIES
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import resumable_workdir
 from spurgemap.geo.maps import read_aoi
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho, strip_cache_mb
 from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
 from spurgemap.predict.infer import make_predictor
+from spurgemap.predict.mapset import MapSummary
 from spurgemap.predict.outputs import write_maps
 from spurgemap.predict.stream import Grid, TileStream
 
@@ -57,7 +59,7 @@ class PredictResult:
     predicted: int
     seconds: float
     backend: str
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: MapSummary  # also written as <name>_summary.json
 
     @property
     def tiles_per_second(self) -> float:
@@ -101,8 +103,7 @@ def _tile_px(info: OrthoInfo, meta: BundleMeta, cfg: Any) -> int:
 
 def _species(config: SpurgemapConfig, meta: BundleMeta) -> str:
     """The bundle's species, unless the config names another than the default."""
-    default = type(config.labels)().species
-    return config.labels.species if config.labels.species != default else meta.species
+    return config.labels.species if config.labels.species != DEFAULT_SPECIES else meta.species
 
 
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
