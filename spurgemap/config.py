@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from spurgemap.core.errors import InputError
+from spurgemap.core.labels import DEFAULT_SPECIES, class_names
 
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
@@ -29,7 +30,7 @@ class LabelRules(_Section):
     present: list[str] = ["present", "presence", "yes", "y", "1", "true", "t", "p"]
     absent: list[str] = ["absent", "absence", "no", "n", "0", "false", "f", "a"]
     columns: list[str] = ["presence", "label", "spurge", "present", "status"]
-    species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
+    species: str = Field(DEFAULT_SPECIES, min_length=1)  # in messages, map tags, styles, Deepness names
     class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
 
     @field_validator("present", "absent")
@@ -39,10 +40,7 @@ class LabelRules(_Section):
 
     def names(self) -> list[str]:
         """Class names (absent, present): the configured ones, else derived from the species."""
-        if self.class_names:
-            return list(self.class_names)
-        words = self.species.strip().lower().split()
-        return [f"no_{words[-1]}", "_".join(words)]
+        return list(self.class_names) if self.class_names else class_names(self.species)
 
 
 class TileConfig(_Section):
