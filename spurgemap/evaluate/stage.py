@@ -28,8 +28,8 @@ from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import run_key
 from spurgemap.core.ids import safe_id
 from spurgemap.evaluate.report import write_reports
-from spurgemap.model.splits import few_shot
 from spurgemap.tile.tileset import TileSet, load_tile_set
+from spurgemap.train.draw import draw_tile_ids
 from spurgemap.train.stage import TrainInputs, run_train
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,13 @@ def _one_run(cfg: SpurgemapConfig, tiles: TileSet, method: str, k: int,
     if metrics_path.exists():
         return json.loads(metrics_path.read_text()), False
     synthetic: list[Path] = []
+    chosen = draw_tile_ids(tiles, cfg.train, cfg.seed)  # drawn once: augment and train get these very tiles
     if method not in CLASSIC:
-        pool = np.flatnonzero(~np.isin(tiles.groups, cfg.train.val_sites + cfg.train.test_sites))
-        chosen = few_shot(pool, tiles.labels, k, cfg.seed)  # the very tiles train will draw
         syn = run / "synthetic"
         if not (syn / MANIFEST).exists():
-            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=[tiles.tile_ids[i] for i in chosen]))
+            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=chosen))
         synthetic = [syn]
-    res = run_train(cfg, TrainInputs(tiles, run / "train", synthetic, feature_cache=cache))
+    res = run_train(cfg, TrainInputs(tiles, run / "train", synthetic, feature_cache=cache, tile_ids=chosen))
     return res.metrics, True
 
 
