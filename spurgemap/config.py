@@ -6,16 +6,18 @@ result can always be traced back to the exact settings that produced it.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from spurgemap.core.errors import InputError
 from spurgemap.core.labels import DEFAULT_SPECIES, class_names
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -56,8 +58,20 @@ class TileConfig(_Section):
     max_compression_ratio: float = Field(5000.0, gt=1.0)
     compress: Literal["deflate", "lzw", "none"] = "none"  # measured: DEFLATE triples tile write time
     compress_level: int = Field(1, ge=1, le=9)
-    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(2, ge=1, le=64)  # reader/writer threads in one process ("workers" are Dask's)
     gdal_cache_mb: int = Field(256, ge=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_workers_key(cls, data: Any) -> Any:
+        """`tile.workers` (threads) before it was renamed: read, with a warning."""
+        if isinstance(data, dict) and "workers" in data:
+            data = dict(data)
+            old = data.pop("workers")
+            log.warning("tile.workers is deprecated: it is now tile.threads (reader/writer threads); "
+                        "--workers means Dask workers")
+            data["threads"] = old  # given on purpose (default.yaml has only `threads`), so it wins
+        return data
 
 
 class AugmentOnTheFly(_Section):

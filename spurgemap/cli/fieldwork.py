@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from spurgemap.cli.options import ConfigOpt, OverwriteOpt, SetOpt, load_cli_config, out, parse_numbers, run_guarded
+from spurgemap.cli.options import (
+    ConfigOpt,
+    Key,
+    OverwriteOpt,
+    SetOpt,
+    load_cli_config,
+    out,
+    parse_numbers,
+    run_guarded,
+)
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
@@ -16,12 +25,15 @@ NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the
 def survey_plan(
     maps: MapsArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plan.")],
-    n: Annotated[int | None, typer.Option("--n", help="Number of visits (default 20).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Number of visits (default 20)."), Key("survey_plan.n")] = None,
     min_spacing: Annotated[float | None, typer.Option("--min-spacing",
-                                                      help="Minimum distance between visits (m; default 20).")] = None,
+                                                      help="Minimum distance between visits (m; default 20)."),
+                           Key("survey_plan.min_spacing_m")] = None,
     start: Annotated[str | None, typer.Option("--start", help="Start of the walk: LON,LAT (WGS 84); "
-                                              "default the map's south-west corner.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random sample.")] = None,
+                                              "default the map's south-west corner."),
+                     Key("survey_plan.start_lonlat")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random sample."),
+                    Key("survey_plan.seed")] = None,
     plots: Annotated[list[Path] | None, typer.Option("--plots", help="Surveyed plots to leave out.")] = None,
     survey: Annotated[list[Path] | None, typer.Option("--survey", help="Surveyed points to leave out "
                                                       "(point layer or point CSV).")] = None,
@@ -51,11 +63,15 @@ def survey_plan(
 def zones(
     maps: MapsArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the zones.")],
-    buffer: Annotated[float | None, typer.Option("--buffer", help="Buffer around present cells (m; 1).")] = None,
+    buffer: Annotated[float | None, typer.Option("--buffer", help="Buffer around present cells (m; 1)."),
+                      Key("zones.buffer_m")] = None,
     min_area: Annotated[float | None, typer.Option("--min-area",
-                                                   help="Drop zones and holes under this (m²; 1).")] = None,
-    simplify: Annotated[float | None, typer.Option("--simplify", help="Outline simplification (m; 0.25).")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", help="Herbicide rate (L/ha) for RATE and volume.")] = None,
+                                                   help="Drop zones and holes under this (m²; 1)."),
+                        Key("zones.min_area_m2")] = None,
+    simplify: Annotated[float | None, typer.Option("--simplify", help="Outline simplification (m; 0.25)."),
+                        Key("zones.simplify_m")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Herbicide rate (L/ha) for RATE and volume."),
+                    Key("zones.rate_l_per_ha")] = None,
     name: NameOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
