@@ -89,7 +89,7 @@ def test_model_package_is_torch_only() -> None:
     assert {i.target.split(".")[0] for i in ALL if _in(i.source, "spurgemap.model")
             and not i.target.startswith("spurgemap")} - set(MODEL_EXTERNAL) <= {
         "__future__", "dataclasses", "typing", "pathlib", "io", "json", "os", "zipfile", "math", "collections",
-        "hashlib", "importlib", "warnings", "copy", "functools"}
+        "hashlib", "importlib", "warnings", "copy", "functools", "contextlib"}
 
 
 def test_only_cli_imports_typer_and_nothing_imports_cli() -> None:

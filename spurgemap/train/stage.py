@@ -39,6 +39,7 @@ from spurgemap.model.engine import (
     freeze_early_stages,
     freeze_for_probe,
     plot_bags,
+    preserved_torch_state,
 )
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
@@ -107,6 +108,12 @@ def _load_ckpt(work: Path) -> dict[str, Any] | None:
 
 
 def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
+    """Train and bundle a model; torch's thread count and global seed are the caller's again afterwards."""
+    with preserved_torch_state():
+        return _train(config, inputs)
+
+
+def _train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     start = time.perf_counter()
     cfg = config.train
     if cfg.threads:
