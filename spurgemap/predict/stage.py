@@ -32,6 +32,7 @@ from spurgemap.core.progress import progress
 from spurgemap.core.workdir import resumable_workdir
 from spurgemap.geo.maps import read_aoi
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho, strip_cache_mb
+from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
 from spurgemap.predict.infer import make_predictor
 from spurgemap.predict.mapset import MapSummary
@@ -144,6 +145,11 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path]
         aoi = read_aoi(inputs.aoi, info.crs_wkt)
         if not aoi.intersects(box(*info.bounds)):
             raise InputError(f"{inputs.aoi}: the AOI lies outside {info.path}; check its CRS and location")
+    if inputs.plots is not None:  # a bad --plots fails now, not after the whole orthomosaic is mapped
+        layer = read_plots(inputs.plots)
+        reproject(layer.geoms, layer.crs_wkt, info.crs_wkt)
+    if inputs.out.exists() and not inputs.out.is_dir():
+        raise InputError(f"--out {inputs.out}: exists and is not a folder; choose another --out")
     keep = _keep_mask(grid, info, aoi)
     bundle_sha = bundle.sha256
     source_sha = sha256(info.path)  # for provenance only: the resume key needs no full read of the file
