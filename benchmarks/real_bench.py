@@ -171,7 +171,7 @@ def _cfg(v: Variant, args: argparse.Namespace, gsd_m: float | None, **extra: Any
 
     over: dict[str, Any] = {"seed": args.seed, "train.mode": v.mode, "train.input_size": v.input_size,
                             "train.epochs": v.epochs, "train.threads": args.threads, "train.labels": v.labels,
-                            "train.group_column": "fold", "train.device": "cpu", "tile.workers": 2,
+                            "train.group_column": "fold", "train.device": "cpu", "tile.threads": 2,
                             "tile.gsd_m": gsd_m, "predict.tta": v.tta, "predict.device": "cpu"}
     if v.lr:
         over["train.lr"] = v.lr

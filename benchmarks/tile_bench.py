@@ -65,7 +65,7 @@ def _make_inputs(work: Path, size: int) -> tuple[Path, Path]:
 def _child(mode: str, ortho: Path, plots: Path, work: Path, workers: int) -> dict[str, float]:
     from spurgemap.config import load_config
 
-    cfg = load_config(overrides={"tile.workers": workers})
+    cfg = load_config(overrides={"tile.threads": workers})
     t0 = time.perf_counter()
     if mode == "read":
         n, px = _plain_read(cfg, ortho, plots)

@@ -6,18 +6,30 @@ result can always be traced back to the exact settings that produced it.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from spurgemap.config_field import TERMINALS, Product, Terminal, TreatmentConfig
+from spurgemap.config_field import (
+    TERMINALS,
+    ChangeConfig,
+    Product,
+    SurveyPlanConfig,
+    Terminal,
+    TreatmentConfig,
+    ZonesConfig,
+)
 from spurgemap.core.errors import InputError
+from spurgemap.core.labels import DEFAULT_SPECIES, class_names
 
-__all__ = ["TERMINALS", "Product", "Terminal", "TreatmentConfig"]  # re-exported: one schema (config_field.py)
+# re-exported: one schema (config_field.py holds the field commands' sections)
+__all__ = ["TERMINALS", "ChangeConfig", "Product", "SurveyPlanConfig", "Terminal", "TreatmentConfig", "ZonesConfig"]
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -33,7 +45,7 @@ class LabelRules(_Section):
     present: list[str] = ["present", "presence", "yes", "y", "1", "true", "t", "p"]
     absent: list[str] = ["absent", "absence", "no", "n", "0", "false", "f", "a"]
     columns: list[str] = ["presence", "label", "spurge", "present", "status"]
-    species: str = Field("leafy spurge", min_length=1)  # in messages, map tags, styles, Deepness names
+    species: str = Field(DEFAULT_SPECIES, min_length=1)  # in messages, map tags, styles, Deepness names
     class_names: list[str] | None = None  # null: from species, e.g. [no_spurge, leafy_spurge]
     species_code: str = Field("EUES", min_length=1)  # USDA PLANTS symbol, for infestation records
     scientific_name: str = "Euphorbia esula"  # for infestation records (NAISMA asks for it)
@@ -45,10 +57,7 @@ class LabelRules(_Section):
 
     def names(self) -> list[str]:
         """Class names (absent, present): the configured ones, else derived from the species."""
-        if self.class_names:
-            return list(self.class_names)
-        words = self.species.strip().lower().split()
-        return [f"no_{words[-1]}", "_".join(words)]
+        return list(self.class_names) if self.class_names else class_names(self.species)
 
 
 class TileConfig(_Section):
@@ -64,8 +73,20 @@ class TileConfig(_Section):
     max_compression_ratio: float = Field(5000.0, gt=1.0)
     compress: Literal["deflate", "lzw", "none"] = "none"  # measured: DEFLATE triples tile write time
     compress_level: int = Field(1, ge=1, le=9)
-    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(2, ge=1, le=64)  # reader/writer threads in one process ("workers" are Dask's)
     gdal_cache_mb: int = Field(256, ge=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_workers_key(cls, data: Any) -> Any:
+        """`tile.workers` (threads) before it was renamed: read, with a warning."""
+        if isinstance(data, dict) and "workers" in data:
+            data = dict(data)
+            old = data.pop("workers")
+            log.warning("tile.workers is deprecated: it is now tile.threads (reader/writer threads); "
+                        "--workers means Dask workers")
+            data["threads"] = old  # given on purpose (default.yaml has only `threads`), so it wins
+        return data
 
 
 class AugmentOnTheFly(_Section):
@@ -246,47 +267,6 @@ class PredictConfig(_Section):
     max_gsd_ratio: float = Field(2.0, ge=1.0)  # beyond this resampling loses too much: refuse
     queue_batches: int = Field(4, ge=1)  # read-ahead, bounds memory
     checkpoint_every: int = Field(50, ge=1)  # batches between resume checkpoints
-
-
-class SurveyPlanConfig(_Section):
-    """`spurgemap survey-plan`: which cells to visit next, and in what order (checked by the stage)."""
-
-    n: int = 20  # >= 1, checked by the stage
-    min_spacing_m: float = Field(20.0, ge=0.0, le=10_000.0)
-    start_lonlat: tuple[float, float] | None = None  # default: the map's south-west corner
-    seed: int = 0
-    band_edges_pct: tuple[float, ...] = (20.0, 40.0, 60.0, 80.0)  # inner edges of the probability bands
-    # an "uncertain" visit needs 1 - confidence >= this (sits' min_uncert): 0.2 < p < 0.8 at t = 0.5
-    min_uncertainty: float = Field(0.4, ge=0.0, le=1.0)
-
-    @field_validator("start_lonlat")
-    @classmethod
-    def _lonlat(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and not (-180 <= value[0] <= 180 and -90 <= value[1] <= 90):
-            raise ValueError("expected LON,LAT in degrees (WGS 84), longitude first, e.g. -110.5,45.7")
-        return value
-
-
-class ZonesConfig(_Section):
-    """`spurgemap zones`: spot-spray treatment zones from the presence cells."""
-
-    buffer_m: float = Field(1.0, ge=0.0, le=1000.0)  # metres; more than 1 km is no spot spray
-    min_area_m2: float = Field(1.0, ge=0.0, le=1e6)
-    simplify_m: float = Field(0.25, ge=0.0, le=1000.0)  # clamped to buffer_m (it must not eat the buffer)
-    rate_l_per_ha: float | None = Field(None, gt=0.0, le=2000.0)  # spray volume (old name of --carrier)
-    # -- issue 24: prescriptions and records (terminal profiles, zone cap, ISOXML, record columns)
-    terminals: list[Terminal] = Field(["generic"], min_length=1)  # Shapefile profiles, one Shapefile each
-    max_zones: int | None = Field(None, ge=1, le=253)  # null: the terminals' cap (agfusion 100, ISOXML 253)
-    merge_step_m: float = Field(0.5, gt=0.0)  # buffer step when zones are merged to fit the cap
-    isoxml_grid: bool = False  # TASKDATA as a type-2 grid of zone codes instead of zone polygons
-    records: Literal["generic", "eddmaps"] = "generic"  # column spellings of infestations.csv/.gpkg
-
-
-class ChangeConfig(_Section):
-    """`spurgemap change`: when two maps' grids differ enough to warn."""
-
-    max_offset_cells: float = Field(0.25, ge=0.0)  # grid offset, as a fraction of a cell
-    max_resolution_diff: float = Field(0.05, ge=0.0)  # relative difference in cell size
 
 
 class DemoConfig(_Section):

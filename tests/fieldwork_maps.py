@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from spurgemap.cli.fieldwork import register
 from spurgemap.config import ChangeConfig, SpurgemapConfig, SurveyPlanConfig, ZonesConfig
 from spurgemap.geo.maps import write_cog
-from spurgemap.predict.outputs import PALETTE
+from spurgemap.predict.mapset import PALETTE
 
 UTM = "EPSG:32612"
 

@@ -89,7 +89,7 @@ def test_model_package_is_torch_only() -> None:
     assert {i.target.split(".")[0] for i in ALL if _in(i.source, "spurgemap.model")
             and not i.target.startswith("spurgemap")} - set(MODEL_EXTERNAL) <= {
         "__future__", "dataclasses", "typing", "pathlib", "io", "json", "os", "zipfile", "math", "collections",
-        "hashlib", "importlib", "warnings", "copy", "functools"}
+        "hashlib", "importlib", "warnings", "copy", "functools", "contextlib"}
 
 
 def test_only_cli_imports_typer_and_nothing_imports_cli() -> None:
@@ -187,3 +187,78 @@ def test_the_rules_can_fail() -> None:
 def test_only_cli_imports_campaign() -> None:
     assert _violations(lambda i: _in(i.target, "spurgemap.campaign") and not _in(i.source, "spurgemap.cli")
                        and not _in(i.source, "spurgemap.campaign")) == []
+
+
+def test_fieldwork_imports_only_the_map_format_of_predict() -> None:
+    """fieldwork/ reads maps through predict's format modules, never through a stage."""
+    allowed = ("spurgemap.core", "spurgemap.config", "spurgemap.geo", "spurgemap.fieldwork",
+               "spurgemap.predict.mapset", "spurgemap.predict.styles", "spurgemap.predict.confidence")
+    assert _violations(lambda i: _in(i.source, "spurgemap.fieldwork") and i.target.startswith("spurgemap")
+                       and i.target != "spurgemap"  # the package's __version__, for provenance
+                       and not any(_in(i.target, a) for a in allowed)) == []
+
+
+def test_demo_imports_no_campaign_and_no_cli() -> None:
+    assert _violations(lambda i: _in(i.source, "spurgemap.demo")
+                       and (_in(i.target, "spurgemap.campaign") or _in(i.target, "spurgemap.cli"))) == []
+
+
+MAPSET = ROOT / "predict" / "mapset.py"
+# Keys of the map summary that other artifacts use with their own meaning (a tile set's `site_id`, the
+# bundle's `threshold`, zones' `present_cells`...): spelling them elsewhere says nothing about the map summary.
+SHARED_KEYS = {"spurgemap_version", "orthomosaic", "model", "threshold", "operating_point", "context_lambda",
+               "calibration", "backend", "tile_size_px", "stride_px", "cells", "present_cells", "tiles_predicted",
+               "species", "seconds", "tiles_per_second", "created", "plots", "schema_version", "site_id",
+               "plot_id", "plot_area_m2", "plots_not_on_map"}
+
+
+def _strings(tree: ast.Module) -> Iterator[tuple[int, str]]:
+    """String constants of a module, f-string parts included, docstrings left out."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            yield n.lineno, n.value
+
+
+def _map_format_spellings(text: str, label: str) -> list[str]:
+    from dataclasses import fields
+
+    from spurgemap.predict.mapset import LEGACY_KEYS, LEGACY_PLOT_KEYS, SUFFIXES, MapSummary, PlotArea
+
+    keys = ({f.name for f in fields(MapSummary)} | {f.name for f in fields(PlotArea)}
+            | set(LEGACY_KEYS.values()) | set(LEGACY_PLOT_KEYS.values())) - SHARED_KEYS
+    # `_summary.json`, `_summary.csv`, `_presence.gpkg` also end other artifacts' names (zones_summary.json,
+    # campaign_presence.gpkg): a map's is the suffix itself (as in f"{name}_summary.json")
+    own = [s for s in SUFFIXES.values() if s.split(".")[0] not in ("_summary", "_presence")]
+    tree = ast.parse(text)
+    bad = [(line, repr(s)) for line, s in _strings(tree)
+           if s in keys or any(x in s for x in own) or any(s.startswith(x) for x in SUFFIXES.values())]
+    bad += [(n.lineno, "NODATA =") for n in ast.walk(tree) if isinstance(n, ast.Assign)
+            and any(getattr(t, "id", "") == "NODATA" for t in n.targets)]
+    return [f"{label}:{line} {what}" for line, what in sorted(bad)]
+
+
+def test_map_format_is_spelled_only_in_the_map_format_module() -> None:
+    """No map file name, NODATA value or map-summary key outside predict/mapset.py.
+
+    predict/styles.py keeps its own NODATA: the QGIS checks load it standalone (stdlib only), so it
+    cannot import; it must equal the map format's.
+    """
+    from spurgemap.predict import mapset, styles
+
+    styles_file = ROOT / "predict" / "styles.py"
+    bad = [b for f in _files() if f not in (MAPSET, styles_file)
+           for b in _map_format_spellings(f.read_text(), str(f.relative_to(ROOT)))]
+    assert bad == []
+    assert [b for b in _map_format_spellings(styles_file.read_text(), "styles.py") if "NODATA" not in b] == []
+    assert styles.NODATA == mapset.NODATA
+    assert set(mapset.MapSummary.__dataclass_fields__) | set(mapset.PlotArea.__dataclass_fields__) >= SHARED_KEYS
+
+
+def test_map_format_rule_can_fail() -> None:
+    planted = ('"""Docs may say _prob.tif."""\nNODATA = 255\nname = "x"\npath = f"{name}_prob.tif"\n'
+               'key = "present_area_ha"\nown = "zones_summary.json"\nsummary = f"{name}_summary.json"\n')
+    assert _map_format_spellings(planted, "x") == ["x:2 NODATA =", "x:4 '_prob.tif'", "x:5 'present_area_ha'",
+                                                   "x:7 '_summary.json'"]

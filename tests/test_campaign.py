@@ -86,9 +86,9 @@ def test_campaign_on_two_processes_equals_single_runs_and_survives_a_bad_file(fi
         alone = run_predict(cfg, PredictInputs(ortho, bundle, ref))
         _same_maps(ref, maps / site)
         assert rows[site]["status"] == "ok"
-        assert float(rows[site]["present_area_ha"]) == alone.summary["present_area_ha"]
+        assert float(rows[site]["present_area_ha"]) == alone.summary.present_area_ha
         assert rows[site]["spurge_area_ha"] == rows[site]["present_area_ha"]  # leafy spurge keeps its old column
-        assert float(rows[site]["mapped_area_ha"]) == alone.summary["mapped_area_ha"]
+        assert float(rows[site]["mapped_area_ha"]) == alone.summary.mapped_area_ha
         layer = gpd.read_file(ref / "ortho_presence.gpkg", layer="presence").to_crs(4326)
         layer.insert(0, "site", site)
         expected.append(layer)

@@ -18,10 +18,10 @@ def test_default_yaml_matches_schema_defaults():
 def test_overrides_in_order_file_then_set_then_cli(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("tile:\n  tile_size_px: 200\n  min_valid_fraction: 0.5\n")
-    cfg = load_config(f, {"tile.min_valid_fraction": 0.7, "tile.workers": None},
+    cfg = load_config(f, {"tile.min_valid_fraction": 0.7, "tile.threads": None},
                       ["tile.tile_size_px=128", "labels.present=[si, oui]"])
     assert cfg.tile.tile_size_px == 128 and cfg.tile.min_valid_fraction == 0.7
-    assert cfg.tile.workers == 2  # None = not given on the CLI, keeps the file/default value
+    assert cfg.tile.threads == 2  # None = not given on the CLI, keeps the file/default value
     assert cfg.labels.present == ["si", "oui"]
     assert load_config(f).tile.tile_size_px == 200
     again = yaml.safe_load(dump_config(cfg))
@@ -47,3 +47,14 @@ def test_bad_set_syntax():
         load_config(sets=["tile.tile_size_px"])
     with pytest.raises(InputError, match=r"missing\.yaml: config file not found"):
         load_config(DEFAULT_CONFIG.parent / "missing.yaml")
+
+
+def test_old_tile_workers_key_is_read_as_threads_with_a_warning(tmp_path, caplog):
+    """tile.workers (reader/writer threads) was renamed so that "workers" means Dask workers everywhere."""
+    f = tmp_path / "old.yaml"
+    f.write_text("tile:\n  workers: 5\n")
+    with caplog.at_level("WARNING"):
+        cfg = load_config(f)
+    assert cfg.tile.threads == 5 and "tile.workers is deprecated" in caplog.text
+    assert load_config(sets=["tile.workers=3"]).tile.threads == 3
+    assert "workers" not in yaml.safe_load(dump_config(cfg))["tile"]

@@ -99,7 +99,7 @@ def test_output_files_are_qgis_ready(trained, mapped):
             assert set(np.unique(data)) <= (set(range(101)) | {255} if name == "prob" else {0, 1, 255})
     with rasterio.open(mapped / "ortho_class.tif") as ds:
         cmap = ds.colormap(1)
-        assert cmap[1][:3] == (230, 0, 200) and cmap[255][3] == 0
+        assert cmap[1][:3] == (230, 0, 126) and cmap[255][3] == 0
     tiles = gpd.read_file(mapped / "ortho_tiles.geojson")
     assert tiles.crs.to_epsg() == 4326
     b = tiles.total_bounds

@@ -12,7 +12,6 @@ import torch
 from conftest import cli_ok
 
 from spurgemap.config import load_config
-from spurgemap.geo.fieldwork_io import read_map
 from spurgemap.model.backbones import create_backbone
 from spurgemap.model.bundle import read_bundle
 from spurgemap.model.classifier import SpurgeClassifier, save_bundle
@@ -20,6 +19,7 @@ from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import d4_numpy
 from spurgemap.predict import PredictInputs, run_predict
 from spurgemap.predict.infer import make_predictor
+from spurgemap.predict.mapset import read_map
 from spurgemap.predict.stream import fill_invalid
 
 TILE = 250
@@ -116,10 +116,10 @@ def test_confidence_layer_summary_and_fieldwork_agree_with_the_formula(site, map
     assert conf[mapped_cells].min() < 30 < conf[mapped_cells].max()  # the model's outputs do vary
     share = _cell_share(site["ortho"], TILE)
     low = mapped_cells & (conf < 30)
-    assert summary["low_confidence_below"] == 30
-    assert summary["low_confidence_share"] == pytest.approx((share * low).sum() / (share * mapped_cells).sum(),
+    assert summary.low_confidence_below == 30
+    assert summary.low_confidence_share == pytest.approx((share * low).sum() / (share * mapped_cells).sum(),
                                                             abs=1e-4)
-    assert json.loads(files["summary_json"].read_text())["low_confidence_share"] == summary["low_confidence_share"]
+    assert json.loads(files["summary_json"].read_text())["low_confidence_share"] == summary.low_confidence_share
     assert (mapped["out"] / "ortho_confidence.qml").read_text().startswith("<!DOCTYPE qgis")
     layers = read_map(mapped["out"])  # the field work commands read the file, and it matches their formula
     assert layers.conf is not None and np.array_equal(layers.conf, conf)

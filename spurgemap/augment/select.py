@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from spurgemap.core.errors import InputError
+from spurgemap.core.labels import LABELS
 from spurgemap.model.splits import few_shot
 from spurgemap.tile.tileset import TileSet
 
-LABEL_NAMES = ("absent", "present")
+LABEL_NAMES = LABELS  # kept for existing imports
 
 
 @dataclass

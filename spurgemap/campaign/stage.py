@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import logging
 import os
 import time
@@ -30,13 +29,12 @@ from spurgemap.core.ids import safe_id
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import claim_dir
 from spurgemap.geo.campaign import campaign_crs, crs_name, merge_presence
+from spurgemap.predict.mapset import HEADLINE_COLUMNS, LEGACY_KEYS, MapSummary, finished_summary, map_files
 
 log = logging.getLogger(__name__)
 SUMMARY = "campaign_summary.csv"
 PRESENCE = "campaign_presence.gpkg"
-COLUMNS = ["site", "orthomosaic", "status", "error", "species", "mapped_area_ha", "present_area_ha", "present_share",
-           "tiles_predicted", "tiles_per_second", "seconds", "folder"]
-LEGACY = {"spurge_area_ha": "present_area_ha", "spurge_share": "present_share"}  # leafy spurge's earlier columns
+COLUMNS = ["site", "orthomosaic", "status", "error", *HEADLINE_COLUMNS, "folder"]  # + leafy spurge's old columns
 
 
 @dataclass
@@ -63,6 +61,7 @@ class CampaignResult:
     presence_polygons: int
     redone: int = 0
     files: dict[str, Path] = field(default_factory=dict)
+    summaries: dict[str, MapSummary] = field(default_factory=dict)  # site -> its map's summary (finished ones)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -101,21 +100,14 @@ def site_names(orthos: list[Path]) -> list[str]:
 
 
 def _finished(folder: Path, ortho: Path) -> Path | None:
-    summary = folder / f"{ortho.stem}_summary.json"
-    done = summary.exists() and (folder / "config.yaml").exists() and not (folder / ".work").exists()
-    return summary if done else None
+    return finished_summary(folder, ortho.stem)
 
 
-def _row(site: str, ortho: Path, folder: Path, status: str, error: str, summary: Path | None) -> dict[str, Any]:
+def _row(site: str, ortho: Path, folder: Path, status: str, error: str, summary: MapSummary | None) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     row.update(site=site, orthomosaic=str(ortho), status=status, error=error, folder=folder.name)
     if summary is not None:
-        s = json.loads(summary.read_text())
-        row.update(species=s["species"], mapped_area_ha=s["mapped_area_ha"], present_area_ha=s["present_area_ha"],
-                   present_share=s["present_share"], tiles_predicted=s["tiles_predicted"],
-                   tiles_per_second=s["tiles_per_second"], seconds=s["seconds"])
-        if all(k in s for k in LEGACY):  # predict keeps them for leafy spurge only: so does the campaign
-            row.update({k: s[k] for k in LEGACY})
+        row.update(summary.headline())  # leafy spurge's old columns too, as predict keeps its old keys
     return row
 
 
@@ -162,18 +154,20 @@ def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
                     if outcome[i][0] != "ok":
                         log.warning("%s failed: %s", names[i], outcome[i][1])
                     advance(1)
-    rows = []
+    rows, summaries = [], {}
     for i, (name, ortho) in enumerate(zip(names, inputs.orthos, strict=True)):
-        summary = _finished(out / name, ortho)
-        status, error = outcome.get(i, ("ok", "")) if summary is not None else outcome.get(i, ("failed", "no maps"))
-        if status == "ok" and summary is None:
+        path = _finished(out / name, ortho)
+        status, error = outcome.get(i, ("ok", "")) if path is not None else outcome.get(i, ("failed", "no maps"))
+        if status == "ok" and path is None:
             status, error = "failed", "no finished maps"
-        rows.append(_row(name, ortho, out / name, status, error, summary))
-    ok = [(r["site"], out / r["folder"] / f"{Path(r['orthomosaic']).stem}_presence.gpkg")
+        if path is not None and status == "ok":
+            summaries[name] = MapSummary.from_json(path)
+        rows.append(_row(name, ortho, out / name, status, error, summaries.get(name)))
+    ok = [(r["site"], map_files(out / r["folder"], Path(r["orthomosaic"]).stem)["presence"])
           for r in rows if r["status"] == "ok"]
     crs_wkt = campaign_crs(crs_text, ok[0][1] if ok else None)
     polygons = merge_presence(ok, crs_wkt, out / PRESENCE)
-    legacy = [k for k in LEGACY if any(k in r for r in rows)]
+    legacy = [k for k in LEGACY_KEYS.values() if any(k in r for r in rows)]
     tmp = out / f".{SUMMARY}.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, COLUMNS + legacy, restval="")
@@ -181,4 +175,4 @@ def run_campaign(config: SpurgemapConfig, inputs: CampaignInputs,
         writer.writerows(rows)
     os.replace(tmp, out / SUMMARY)
     return CampaignResult(out, rows, crs_name(crs_wkt), time.perf_counter() - start, workers, dashboard,
-                          polygons, len(todo), {"summary": out / SUMMARY, "presence": out / PRESENCE})
+                          polygons, len(todo), {"summary": out / SUMMARY, "presence": out / PRESENCE}, summaries)

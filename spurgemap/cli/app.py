@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from spurgemap import __version__
+from spurgemap.cli.campaign import predict_campaign
 from spurgemap.cli.options import (
     STATE,
     ConfigOpt,
+    Key,
     OverwriteOpt,
     SchedulerOpt,
     SetOpt,
@@ -45,10 +46,11 @@ def main(
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the demo field data into.")],
-    sites: Annotated[int | None, typer.Option(help="Number of sites (>= 1).")] = None,
-    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same data.")] = None,
-    years: Annotated[int | None, typer.Option(help="Seasons per site (2+: later flights show spread).")] = None,
+    sites: Annotated[int | None, typer.Option(help="Number of sites (>= 1)."), Key("demo.sites")] = None,
+    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site."), Key("demo.size_px")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same data."), Key("demo.seed")] = None,
+    years: Annotated[int | None, typer.Option(help="Seasons per site (2+: later flights show spread)."),
+                     Key("demo.years")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -75,15 +77,21 @@ def tile(
     out_dir: Annotated[Path, typer.Option("--out", help="Tile set folder to create.")],
     survey: Annotated[Path | None, typer.Option(help="Survey CSV: site_id, plot_id, presence.")] = None,
     verify: Annotated[Path | None, typer.Option(help="Per-tile verification CSV: tile_id, presence.")] = None,
-    tile_size: Annotated[int | None, typer.Option(help="Tile edge in pixels.")] = None,
+    tile_size: Annotated[int | None, typer.Option(help="Tile edge in pixels."), Key("tile.tile_size_px")] = None,
     gsd: Annotated[float | None, typer.Option(help="Resample tiles to this ground resolution (m/px), so a "
-                                                   "tile covers tile size x GSD metres on every flight.")] = None,
-    min_valid: Annotated[float | None, typer.Option(help="Minimum share of valid pixels per tile.")] = None,
-    bands: Annotated[str | None, typer.Option(help="Red,green,blue band numbers, e.g. 3,2,1.")] = None,
-    value_range: Annotated[str | None, typer.Option(help="LO,HI of 16-bit/float pixels -> 0..255.")] = None,
-    plot_size: Annotated[float | None, typer.Option(help="Plot edge in metres for point surveys.")] = None,
+                                                   "tile covers tile size x GSD metres on every flight."),
+                   Key("tile.gsd_m")] = None,
+    min_valid: Annotated[float | None, typer.Option(help="Minimum share of valid pixels per tile."),
+                         Key("tile.min_valid_fraction")] = None,
+    bands: Annotated[str | None, typer.Option(help="Red,green,blue band numbers, e.g. 3,2,1."),
+                     Key("tile.bands")] = None,
+    value_range: Annotated[str | None, typer.Option(help="LO,HI of 16-bit/float pixels -> 0..255."),
+                           Key("tile.value_range")] = None,
+    plot_size: Annotated[float | None, typer.Option(help="Plot edge in metres for point surveys."),
+                         Key("tile.point_plot_size_m")] = None,
     crs: Annotated[str | None, typer.Option(help="CRS of the plots file if it has none.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Reader/writer threads in this process.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Reader/writer threads in this process."),
+                       Key("tile.threads")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
@@ -102,7 +110,7 @@ def tile(
             "tile.tile_size_px": tile_size, "tile.gsd_m": gsd, "tile.min_valid_fraction": min_valid,
             "tile.bands": parse_numbers(bands, 3, "--bands", int),
             "tile.value_range": parse_numbers(value_range, 2, "--value-range"),
-            "tile.point_plot_size_m": plot_size, "tile.workers": threads})
+            "tile.point_plot_size_m": plot_size, "tile.threads": threads})
         inputs = TileInputs(orthos, plots, out_dir, survey, verify, crs, overwrite)
         if workers is None and scheduler is None:
             res = run_tile(cfg, inputs)
@@ -123,27 +131,37 @@ def train(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder: model.spurge, metrics.json, pictures.")],
     synthetic: Annotated[list[Path] | None, typer.Option(help="Synthetic set folder(s) from `augment`.")] = None,
-    backbone: Annotated[str | None, typer.Option(help="tf_efficientnet_lite0, resnet18, resnet50 or a timm name.")]
+    backbone: Annotated[str | None, typer.Option(help="tf_efficientnet_lite0, resnet18, resnet50 or a timm name."),
+                        Key("train.backbone")]
     = None,
-    weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone.")] = None,
-    mode: Annotated[str | None, typer.Option(help="probe (frozen backbone) or finetune.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Local weights file for the backbone."),
+                       Key("train.weights")] = None,
+    mode: Annotated[str | None, typer.Option(help="probe (frozen backbone) or finetune."), Key("train.mode")] = None,
     trainable_blocks: Annotated[int | None, typer.Option(
-        help="With --mode finetune: train only the last N backbone stages (default: every layer).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    val_sites: Annotated[str | None, typer.Option(help="Validation sites, comma-separated.")] = None,
-    test_sites: Annotated[str | None, typer.Option(help="Test sites, never used for selection.")] = None,
-    shots: Annotated[int | None, typer.Option(help="K training tiles per class (few-shot).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for sampling and training.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    folds: Annotated[int | None, typer.Option(help="Grouped folds that each hold both classes (0: one per site).")]
+        help="With --mode finetune: train only the last N backbone stages (default: every layer)."),
+                                Key("train.trainable_blocks")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs."), Key("train.epochs")] = None,
+    val_sites: Annotated[str | None, typer.Option(help="Validation sites, comma-separated."),
+                         Key("train.val_sites")] = None,
+    test_sites: Annotated[str | None, typer.Option(help="Test sites, never used for selection."),
+                          Key("train.test_sites")] = None,
+    shots: Annotated[int | None, typer.Option(help="K training tiles per class (few-shot)."),
+                     Key("train.shots")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling and training."), Key("seed")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda."), Key("train.device")] = None,
+    folds: Annotated[int | None, typer.Option(help="Grouped folds that each hold both classes (0: one per site)."),
+                     Key("train.folds")]
     = None,
     group_by: Annotated[str | None, typer.Option(help="site, or spatial: sites closer than --spatial-distance "
-                                                      "are one group.")] = None,
-    spatial_distance: Annotated[float | None, typer.Option(help="Metres for --group-by spatial.")] = None,
-    labels: Annotated[str | None, typer.Option(help="tile, or plot-mil: a present plot has >= 1 present tile.")]
+                                                      "are one group."), Key("train.group_by")] = None,
+    spatial_distance: Annotated[float | None, typer.Option(help="Metres for --group-by spatial."),
+                                Key("train.spatial_distance_m")] = None,
+    labels: Annotated[str | None, typer.Option(help="tile, or plot-mil: a present plot has >= 1 present tile."),
+                      Key("train.labels")]
     = None,
     feature_cache: Annotated[Path | None, typer.Option(help="Folder reusing backbone features across runs.")] = None,
-    operating_point: Annotated[str | None, typer.Option(help="balanced, recall=R or precision=P.")] = None,
+    operating_point: Annotated[str | None, typer.Option(help="balanced, recall=R or precision=P."),
+                               Key("train.operating_point")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -188,11 +206,15 @@ def predict(
         help="Orthomosaic GeoTIFF(s) or globs; more than one runs a campaign on Dask.")] = None,
     aoi: Annotated[Path | None, typer.Option(help="Polygons limiting the mapped area (any CRS).")] = None,
     plots: Annotated[Path | None, typer.Option(help="Plot polygons for per-plot spurge area.")] = None,
-    stride: Annotated[int | None, typer.Option(help="Map cell size in px; divides the tile size.")] = None,
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the 8 flips/rotations.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Tiles per inference batch.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    backend: Annotated[str | None, typer.Option(help="auto, openvino or onnx (CPU), or torch.")] = None,
+    stride: Annotated[int | None, typer.Option(help="Map cell size in px; divides the tile size."),
+                      Key("predict.stride_px")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average the 8 flips/rotations."),
+                   Key("predict.tta")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Tiles per inference batch."),
+                          Key("predict.batch_size")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda."), Key("predict.device")] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, openvino or onnx (CPU), or torch."),
+                       Key("predict.backend")] = None,
     list_file: Annotated[Path | None, typer.Option("--list", help="Text file: one orthomosaic path per line.")]
     = None,
     workers: WorkersOpt = None,
@@ -218,46 +240,18 @@ def predict(
                                        "predict.backend": backend})
         paths = expand_orthos(list(orthos or []), list_file)
         if len(paths) > 1:
-            _predict_campaign(cfg, paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, campaign_crs)
+            predict_campaign(cfg, paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, campaign_crs)
             return
         res = run_predict(cfg, PredictInputs(paths[0], model, out_dir, aoi, plots, overwrite))
         s = res.summary
         out.print(f"{res.predicted} of {res.tiles} tiles mapped with {res.backend} in {res.seconds:.1f} s: "
-                  f"{res.tiles_per_second:.1f} tiles/s, {s['hectares_per_hour'] or 0:.1f} ha/h")
-        out.print(f"{s['species']} on {s['present_area_ha']:.4f} ha of {s['mapped_area_ha']:.4f} ha mapped "
-                  f"({100 * s['present_share']:.1f} %) -> {res.out}")
-        out.print(f"low confidence (< {s['low_confidence_below']}) on {100 * s['low_confidence_share']:.1f} % "
-                  "of the mapped area (see *_confidence.tif)")
+                  f"{res.tiles_per_second:.1f} tiles/s, {s.hectares_per_hour or 0:.1f} ha/h")
+        out.print(f"{s.species} on {s.present_area_ha:.4f} ha of {s.mapped_area_ha:.4f} ha mapped "
+                  f"({100 * s.present_share:.1f} %) -> {res.out}")
+        out.print(f"low confidence (< {s.low_confidence_below}) on {100 * s.low_confidence_share:.1f} % "
+                  f"of the mapped area (see {res.files['confidence'].name})")
 
     run_guarded(go)
-
-
-def _predict_campaign(cfg: Any, paths: list[Path], model: Path, out_dir: Path, aoi: Path | None,
-                      plots: Path | None, overwrite: bool, workers: int | None, scheduler: str | None,
-                      crs: str | None) -> None:
-    # Deferred: Dask loads only for campaigns.
-    from spurgemap.campaign import CampaignInputs, run_campaign
-
-    def started(dashboard: str | None, n: int) -> None:
-        where = f"scheduler {scheduler}" if scheduler else "a local cluster"
-        out.print(f"{len(paths)} orthomosaics on {where} with {n} worker(s)"
-                  + (f"; Dask dashboard: {dashboard}" if dashboard else ""))
-    res = run_campaign(cfg, CampaignInputs(paths, model, out_dir, aoi, plots, overwrite, workers, scheduler, crs),
-                       on_start=started)
-    sp = next((r["species"] for r in res.rows if r["species"]), cfg.labels.species)  # predict's: config or bundle
-    table = Table(title=f"campaign in {res.out}")
-    for col in ("site", "status", "mapped ha", f"{sp} ha", f"{sp} %", "tiles/s"):
-        table.add_column(col, justify="left" if col in ("site", "status") else "right")
-    for r in res.rows:
-        share = f"{100 * float(r['present_share']):.1f}" if r["status"] == "ok" else ""
-        table.add_row(r["site"], r["status"] if r["status"] == "ok" else f"failed: {r['error']}",
-                      str(r["mapped_area_ha"]), str(r["present_area_ha"]), share, str(r["tiles_per_second"]))
-    out.print(table)
-    out.print(f"{len(res.rows) - len(res.failed)} of {len(res.rows)} mapped ({res.redone} this run) in "
-              f"{res.seconds:.1f} s; campaign layer in {res.crs} -> {res.files['presence']}")
-    if res.failed:
-        raise InputError(f"{len(res.failed)} orthomosaic(s) failed (see {res.files['summary']}); "
-                         "fix them and run the same command again: finished maps are kept")
 
 
 @app.command()
@@ -280,8 +274,8 @@ def export(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder for the whole demo run.")],
-    sites: Annotated[int | None, typer.Option(help="Number of demo sites.")] = None,
-    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site.")] = None,
+    sites: Annotated[int | None, typer.Option(help="Number of demo sites."), Key("demo.sites")] = None,
+    size: Annotated[int | None, typer.Option(help="Orthomosaic edge in pixels per site."), Key("demo.size_px")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -304,14 +298,19 @@ def evaluate(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Evaluation folder (results.csv, summary.md, runs/).")],
     methods: Annotated[str | None, typer.Option(
-        help="baseline, randaugment and/or augment methods (dafusion, real-guidance, ...), comma-separated.")] = None,
-    shots: Annotated[str | None, typer.Option(help="k values, e.g. 1,2,4,8,16.")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2 or 0-7.")] = None,
-    diffusion_model: Annotated[str | None, typer.Option(help="Diffusion model for generative methods.")] = None,
-    val_sites: Annotated[str | None, typer.Option(help="Validation sites (selection), comma-separated.")] = None,
-    test_sites: Annotated[str | None, typer.Option(help="Test sites (reported, never selected on).")] = None,
+        help="baseline, randaugment and/or augment methods (dafusion, real-guidance, ...), comma-separated."),
+                       Key("evaluate.methods")] = None,
+    shots: Annotated[str | None, typer.Option(help="k values, e.g. 1,2,4,8,16."), Key("evaluate.shots")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2 or 0-7."), Key("evaluate.seeds")] = None,
+    diffusion_model: Annotated[str | None, typer.Option(help="Diffusion model for generative methods."),
+                               Key("evaluate.diffusion_model")] = None,
+    val_sites: Annotated[str | None, typer.Option(help="Validation sites (selection), comma-separated."),
+                         Key("evaluate.val_sites")] = None,
+    test_sites: Annotated[str | None, typer.Option(help="Test sites (reported, never selected on)."),
+                          Key("evaluate.test_sites")] = None,
     protocol: Annotated[str | None, typer.Option(
-        help="default, or reference: the DA-Fusion paper's settings (M=50, 50 epochs Adam 1e-4, its prompts).")] = None,
+        help="default, or reference: the DA-Fusion paper's settings (M=50, 50 epochs Adam 1e-4, its prompts)."),
+                        Key("evaluate.protocol")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from spurgemap.cli.options import (
     ConfigOpt,
+    Key,
     OverwriteOpt,
     SetOpt,
     load_cli_config,
@@ -35,14 +36,18 @@ augment_app = typer.Typer(cls=_DefaultRun, no_args_is_help=True, add_completion=
                           help="Make synthetic training tiles with a diffusion model (DA-Fusion and others).")
 
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", help="Diffusers folder, .safetensors checkpoint or a hub id in the local HF cache.")]
-SitesOpt = Annotated[str | None, typer.Option(help="Only tiles of these training sites, comma-separated.")]
-ShotsOpt = Annotated[int | None, typer.Option(help="K tiles per class from those sites.")]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed: same seed, same tiles, tokens and images.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
-AllowDownloadOpt = Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached.")]
+    "--model", help="Diffusers folder, .safetensors checkpoint or a hub id in the local HF cache."),
+                     Key("augment.model")]
+SitesOpt = Annotated[str | None, typer.Option(help="Only tiles of these training sites, comma-separated."),
+                     Key("augment.sites")]
+ShotsOpt = Annotated[int | None, typer.Option(help="K tiles per class from those sites."), Key("augment.shots")]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed: same seed, same tiles, tokens and images."), Key("seed")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda."), Key("augment.device")]
+AllowDownloadOpt = Annotated[bool, typer.Option("--allow-download", help="Fetch a hub id if not cached."),
+                             Key("augment.allow_download")]
 EraseOpt = Annotated[list[str] | None, typer.Option(
-    "--erase", help="Concept to erase from the UNet first (ESD), e.g. \"leafy spurge\"; repeatable.")]
+    "--erase", help="Concept to erase from the UNet first (ESD), e.g. \"leafy spurge\"; repeatable."),
+                     Key("augment.erase.concepts")]
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -67,21 +72,28 @@ def run(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Synthetic set folder (images, manifest.csv).")],
     method: Annotated[str | None, typer.Option(
-        help="dafusion, real-guidance, text2img, boomerang, latent-perturb, inpaint or compose.")] = None,
+        help="dafusion, real-guidance, text2img, boomerang, latent-perturb, inpaint or compose."),
+                      Key("augment.method")] = None,
     model: ModelOpt = None,
     tokens: Annotated[Path | None, typer.Option(help="Class tokens from `augment learn-tokens`.")] = None,
-    num_synthetic: Annotated[int | None, typer.Option(help="Synthetic tiles per real tile (M).")] = None,
-    token_steps: Annotated[int | None, typer.Option(help="Textual-inversion steps per class.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps at strength 1.")] = None,
-    strengths: Annotated[str | None, typer.Option(help="SDEdit strengths to draw from, e.g. 0.25,0.5,0.75,1.0.")]
+    num_synthetic: Annotated[int | None, typer.Option(help="Synthetic tiles per real tile (M)."),
+                             Key("augment.num_synthetic")] = None,
+    token_steps: Annotated[int | None, typer.Option(help="Textual-inversion steps per class."),
+                           Key("augment.tokens.steps")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps at strength 1."), Key("augment.steps")] = None,
+    strengths: Annotated[str | None, typer.Option(help="SDEdit strengths to draw from, e.g. 0.25,0.5,0.75,1.0."),
+                         Key("augment.strengths")]
     = None,
-    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
-    prompt: Annotated[str | None, typer.Option(help="Prompt template with {token}.")] = None,
-    mask_layer: Annotated[Path | None, typer.Option(help="Polygons to edit (inpaint with mask=layer).")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale."),
+                        Key("augment.guidance")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt template with {token}."), Key("augment.prompt")] = None,
+    mask_layer: Annotated[Path | None, typer.Option(help="Polygons to edit (inpaint with mask=layer)."),
+                          Key("augment.inpaint.mask")] = None,
     sites: SitesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per diffusion call.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per diffusion call."),
+                          Key("augment.batch_size")] = None,
     device: DeviceOpt = None,
     allow_download: AllowDownloadOpt = False,
     erase: EraseOpt = None,
@@ -135,7 +147,8 @@ def learn_tokens(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Token folder to write (safetensors per class).")],
     model: ModelOpt = None,
-    token_steps: Annotated[int | None, typer.Option("--steps", help="Steps per class (reference: 1000).")] = None,
+    token_steps: Annotated[int | None, typer.Option("--steps", help="Steps per class (reference: 1000)."),
+                           Key("augment.tokens.steps")] = None,
     sites: SitesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = None,

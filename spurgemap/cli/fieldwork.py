@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from spurgemap.cli.options import (
-    CLI_NAMES,
     ConfigOpt,
+    Key,
     OverwriteOpt,
     SetOpt,
     load_cli_config,
@@ -19,22 +19,21 @@ from spurgemap.cli.options import (
 )
 
 MapsArg = Annotated[Path, typer.Argument(help="Output folder of `spurgemap predict`.")]
-# option names of the zones keys whose option is not "--" + the key's last word (for one-line errors)
-CLI_NAMES.update({"treatment.carrier_l_per_ha": "--carrier", "zones.terminals": "--terminal",
-                  "treatment.tank_l": "--tank-l", "zones.rate_l_per_ha": "--rate",
-                  "zones.isoxml_grid": "--isoxml-grid"})
 NameOpt = Annotated[str | None, typer.Option("--name", help="Which map, when the folder holds several.")]
 
 
 def survey_plan(
     maps: MapsArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plan.")],
-    n: Annotated[int | None, typer.Option("--n", help="Number of visits (default 20).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Number of visits (default 20)."), Key("survey_plan.n")] = None,
     min_spacing: Annotated[float | None, typer.Option("--min-spacing",
-                                                      help="Minimum distance between visits (m; default 20).")] = None,
+                                                      help="Minimum distance between visits (m; default 20)."),
+                           Key("survey_plan.min_spacing_m")] = None,
     start: Annotated[str | None, typer.Option("--start", help="Start of the walk: LON,LAT (WGS 84); "
-                                              "default the map's south-west corner.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random sample.")] = None,
+                                              "default the map's south-west corner."),
+                     Key("survey_plan.start_lonlat")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random sample."),
+                    Key("survey_plan.seed")] = None,
     plots: Annotated[list[Path] | None, typer.Option("--plots", help="Surveyed plots to leave out.")] = None,
     survey: Annotated[list[Path] | None, typer.Option("--survey", help="Surveyed points to leave out "
                                                       "(point layer or point CSV).")] = None,
@@ -74,25 +73,33 @@ def parse_list(text: str | None) -> list[str] | None:
 def zones(
     maps: MapsArg,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the zones.")],
-    buffer: Annotated[float | None, typer.Option("--buffer", help="Buffer around present cells (m; 1).")] = None,
+    buffer: Annotated[float | None, typer.Option("--buffer", help="Buffer around present cells (m; 1)."),
+                      Key("zones.buffer_m")] = None,
     min_area: Annotated[float | None, typer.Option("--min-area",
-                                                   help="Drop zones and holes under this (m²; 1).")] = None,
-    simplify: Annotated[float | None, typer.Option("--simplify", help="Outline simplification (m; 0.25).")] = None,
-    rate: Annotated[float | None, typer.Option("--rate", help="Spray volume (L/ha); older name of --carrier.")] = None,
+                                                   help="Drop zones and holes under this (m²; 1)."),
+                        Key("zones.min_area_m2")] = None,
+    simplify: Annotated[float | None, typer.Option("--simplify", help="Outline simplification (m; 0.25)."),
+                        Key("zones.simplify_m")] = None,
+    rate: Annotated[float | None, typer.Option("--rate", help="Spray volume (L/ha); older name of --carrier."),
+                    Key("zones.rate_l_per_ha")] = None,
     # -- issue 24: prescriptions, dose and records
     carrier: Annotated[float | None, typer.Option("--carrier", help="Spray volume, water + product (L/ha): "
-                                                  "the prescription rate.")] = None,
+                                                  "the prescription rate."), Key("treatment.carrier_l_per_ha")] = None,
     product: Annotated[str | None, typer.Option("--product", help="Product from the config's treatment table "
-                                                "(an example of label rates, not advice).")] = None,
-    tank: Annotated[float | None, typer.Option("--tank-l", help="Sprayer tank (L), for tank loads.")] = None,
+                                                "(an example of label rates, not advice)."),
+                       Key("treatment.product")] = None,
+    tank: Annotated[float | None, typer.Option("--tank-l", help="Sprayer tank (L), for tank loads."),
+                    Key("treatment.tank_l")] = None,
     terminal: Annotated[str | None, typer.Option("--terminal", help="Shapefile profiles, comma-separated: "
-                                                 "generic, deere, trimble, raven, agfusion.")] = None,
+                                                 "generic, deere, trimble, raven, agfusion."),
+                        Key("zones.terminals")] = None,
     max_zones: Annotated[int | None, typer.Option("--max-zones", help="Zone cap (default the terminal's); "
-                                                  "nearest zones are merged to fit.")] = None,
+                                                  "nearest zones are merged to fit."), Key("zones.max_zones")] = None,
     isoxml_grid: Annotated[bool | None, typer.Option("--isoxml-grid/--isoxml-zones",
-                                                     help="TASKDATA as a grid of zone codes.")] = None,
+                                                     help="TASKDATA as a grid of zone codes."),
+                           Key("zones.isoxml_grid")] = None,
     records: Annotated[str | None, typer.Option("--records", help="Infestation record columns: generic or "
-                                                "eddmaps.")] = None,
+                                                "eddmaps."), Key("zones.records")] = None,
     date: Annotated[str | None, typer.Option("--date", help="Observation date YYYY-MM-DD (default the "
                                              "flight date in the orthomosaic's tags).")] = None,
     examiner: Annotated[str | None, typer.Option("--examiner", help="Who examined (infestation records).")] = None,

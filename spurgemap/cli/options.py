@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
+import typing
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+
+# typer >= 0.20 vendors click; its context is where the running command lives (typer re-exports no getter)
+from typer._click.globals import get_current_context
 
 from spurgemap.config import SpurgemapConfig, load_config
 from spurgemap.core.errors import InputError, SpurgemapError
@@ -115,29 +120,44 @@ def parse_numbers(text: str | None, n: int, name: str, kind: type = float) -> tu
     return values
 
 
-# config key -> the option that sets it, so a bad value is reported under the name the user typed
-CLI_NAMES = {
-    "seed": "--seed", "demo.sites": "--sites", "demo.size_px": "--size", "demo.seed": "--seed",
-    "tile.tile_size_px": "--tile-size", "tile.min_valid_fraction": "--min-valid", "tile.bands": "--bands",
-    "tile.value_range": "--value-range", "tile.point_plot_size_m": "--plot-size", "tile.workers": "--workers",
-    "train.backbone": "--backbone", "train.weights": "--weights", "train.mode": "--mode", "train.epochs": "--epochs",
-    "train.val_sites": "--val-sites", "train.test_sites": "--test-sites", "train.shots": "--shots",
-    "train.device": "--device", "predict.stride_px": "--stride", "predict.tta": "--tta",
-    "predict.batch_size": "--batch-size", "predict.device": "--device", "predict.backend": "--backend",
-    "evaluate.methods": "--methods", "evaluate.shots": "--shots", "evaluate.seeds": "--seeds",
-    "evaluate.diffusion_model": "--diffusion-model", "evaluate.val_sites": "--val-sites",
-    "evaluate.test_sites": "--test-sites", "augment.model": "--model", "augment.sites": "--sites",
-    "augment.shots": "--shots", "augment.device": "--device", "augment.tokens.steps": "--token-steps",
-    "augment.allow_download": "--allow-download", "augment.erase.concepts": "--erase",
-    "augment.method": "--method", "augment.num_synthetic": "--num-synthetic", "augment.steps": "--steps",
-    "augment.strengths": "--strengths", "augment.guidance": "--guidance", "augment.prompt": "--prompt",
-    "augment.batch_size": "--batch-size", "augment.inpaint.mask": "--mask-layer",
-    "tile.gsd_m": "--gsd", "train.spatial_distance_m": "--spatial-distance",
-    "zones.buffer_m": "--buffer", "zones.min_area_m2": "--min-area", "zones.simplify_m": "--simplify",
-    "zones.rate_l_per_ha": "--rate", "survey_plan.n": "--n", "survey_plan.min_spacing_m": "--min-spacing",
-    "survey_plan.seed": "--seed", "survey_plan.start_lonlat": "--start",
-}
+@dataclass(frozen=True)
+class Key:
+    """The config key an option sets, declared in the option's annotation next to its name.
+
+    Why: a bad value is then reported under the option the user typed (`tile --threads 0`, not
+    `--workers`), and no hand-kept table can drift from the options (tests/test_cli_values.py walks them).
+    """
+
+    path: str
+
+
+def option_name(param: str, info: Any) -> str:
+    """The first long flag typer gives a parameter (its declared one, else --param-name)."""
+    # under Annotated, typer.Option("--name") stores the flag as its `default`
+    first = [info.default] if isinstance(info.default, str) else []
+    decls = [d for d in [*first, *(getattr(info, "param_decls", None) or ())] if d.startswith("--")]
+    return decls[0].split("/")[0] if decls else "--" + param.replace("_", "-")
+
+
+def option_keys(command: Callable[..., Any]) -> dict[str, str]:
+    """Config key -> option name, from the `Key` in each option's annotation of a command function."""
+    names: dict[str, str] = {}
+    for param, hint in typing.get_type_hints(command, include_extras=True).items():
+        meta = getattr(hint, "__metadata__", ())
+        key = next((m for m in meta if isinstance(m, Key)), None)
+        info = next((m for m in meta if isinstance(m, typer.models.OptionInfo)), None)
+        if key is not None and info is not None:
+            names[key.path] = option_name(param, info)
+    return names
+
+
+def _current_command() -> Callable[..., Any] | None:
+    ctx = get_current_context(silent=True)
+    callback = ctx.command.callback if ctx is not None else None
+    return getattr(callback, "__wrapped__", callback)
 
 
 def load_cli_config(path: Path | None, sets: list[str] | None, **overrides: Any) -> SpurgemapConfig:
-    return load_config(path, overrides, sets, CLI_NAMES)
+    """The config with the command's values; an error names the option of the running command."""
+    command = _current_command()
+    return load_config(path, overrides, sets, option_keys(command) if command else None)

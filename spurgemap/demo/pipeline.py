@@ -68,7 +68,7 @@ def run_demo(config: SpurgemapConfig, out: Path, overwrite: bool = False) -> Dem
     for site, ortho in zip(data.site_ids, orthos, strict=True):
         res = run_predict(config, PredictInputs(ortho, trained.bundle, out / "maps" / site,
                                                 plots=out / "data" / "plots.geojson", overwrite=True))
-        maps.append(f"{site} {res.summary['present_area_ha']:.3f} ha spurge ({res.tiles_per_second:.0f} tiles/s)")
+        maps.append(f"{site} {res.summary.present_area_ha:.3f} ha spurge ({res.tiles_per_second:.0f} tiles/s)")
     run.stages["predict"] = "; ".join(maps) + f" -> {out / 'maps'}"
     _demo_fieldwork(config, out, run, data, trained.bundle)
     (out / "config.yaml").write_text(dump_config(config))

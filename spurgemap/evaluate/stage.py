@@ -29,8 +29,8 @@ from spurgemap.core.ids import safe_id
 from spurgemap.core.workdir import claim_dir, preflight
 from spurgemap.evaluate.protocol import apply_protocol, parse_arm
 from spurgemap.evaluate.report import write_reports
-from spurgemap.model.splits import few_shot
 from spurgemap.tile.tileset import TileSet, load_tile_set
+from spurgemap.train.draw import draw_tile_ids
 from spurgemap.train.stage import TrainInputs, run_train
 
 log = logging.getLogger(__name__)
@@ -133,15 +133,13 @@ def _one_run(cfg: SpurgemapConfig, tiles: TileSet, method: str, k: int,
     if metrics_path.exists():
         return json.loads(metrics_path.read_text()), False
     synthetic: list[Path] = []
+    chosen = draw_tile_ids(tiles, cfg.train, cfg.seed)  # drawn once: augment and train get these very tiles
     if parse_arm(method).generative:
-        pool = np.flatnonzero(~np.isin(tiles.groups, cfg.train.val_sites + cfg.train.test_sites))
-        chosen = few_shot(pool, tiles.labels, k, cfg.seed)  # the very tiles train will draw
         syn = run / "synthetic"
         if not (syn / MANIFEST).exists():
-            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=[tiles.tile_ids[i] for i in chosen],
-                                           model=shared.get() if shared else None))
+            run_augment(cfg, AugmentInputs(tiles, syn, tile_ids=chosen, model=shared.get() if shared else None))
         synthetic = [syn]
-    res = run_train(cfg, TrainInputs(tiles, run / "train", synthetic, feature_cache=cache))
+    res = run_train(cfg, TrainInputs(tiles, run / "train", synthetic, feature_cache=cache, tile_ids=chosen))
     return res.metrics, True
 
 

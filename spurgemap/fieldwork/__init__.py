@@ -3,7 +3,8 @@
 Entry points (each a pure function of the config and inputs, writing one all-or-nothing folder):
 `run_survey_plan(config, inputs) -> SurveyPlanResult`, `run_zones(config, inputs) -> ZonesResult`,
 `run_change(config, inputs) -> ChangeResult`; settings are the config's `survey_plan`, `zones` and
-`change` sections. The logic is numpy + shapely; file IO lives in `spurgemap.geo.fieldwork_io`.
+`change` sections. The logic is numpy + shapely; file IO lives in `spurgemap.geo.fieldwork_io`,
+the map folder's layout in `spurgemap.predict.mapset`.
 """
 
 from spurgemap.fieldwork.change import ChangeInputs, ChangeResult, run_change

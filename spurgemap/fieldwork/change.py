@@ -25,9 +25,9 @@ from spurgemap.core.workdir import check_target, staged_dir
 from spurgemap.fieldwork.preview import change_preview
 from spurgemap.fieldwork.styles import CHANGE_CLASSES, change_raster_qml, change_vector_qml
 from spurgemap.geo import fieldwork_io as io
+from spurgemap.predict.mapset import NODATA, MapLayers, read_map
 
 log = logging.getLogger(__name__)
-NODATA = 255
 ABSENT, NEW, GONE, PERSISTING = 0, 1, 2, 3
 CLASS_NAMES = {ABSENT: "absent", NEW: "new", GONE: "gone", PERSISTING: "persisting"}
 
@@ -125,7 +125,7 @@ def per_plot(geoms: list[BaseGeometry], labels: list[str], polys: dict[int, list
 DEFAULT_SPECIES = "leafy spurge"  # maps of versions that wrote no species tag
 
 
-def model_difference(b: io.MapLayers, a: io.MapLayers) -> list[str]:
+def model_difference(b: MapLayers, a: MapLayers) -> list[str]:
     """What differs between the models behind two maps: species, bundle (SHA-256) or threshold.
 
     Why: a new model or threshold moves cells across the threshold on its own; `change` would report
@@ -147,8 +147,8 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     params = config.change
 
     check_target(Path(inputs.out), inputs.overwrite, [inputs.before, inputs.after, inputs.plots])
-    b = io.read_map(inputs.before, inputs.before_name)
-    a = io.read_map(inputs.after, inputs.after_name)
+    b = read_map(inputs.before, inputs.before_name)
+    a = read_map(inputs.after, inputs.after_name)
     differ = model_difference(b, a)
     if differ and not inputs.allow_model_change:
         raise InputError(f"{b.folder} and {a.folder}: maps of different models ({'; '.join(differ)}), so "
@@ -201,7 +201,8 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
                               {"before": str(b.prob_path), "after": str(a.prob_path),
                                "classes": "0=absent,1=new,2=gone,3=persisting", "same_model": str(not differ),
                                **({"model_change": note} if note else {})},
-                              f"{b.tags.get('species', DEFAULT_SPECIES)} change" + (f" ({note})" if note else ""))
+                              f"{b.tags.get('species', DEFAULT_SPECIES)} change" + (f" ({note})" if note else ""),
+                              NODATA)
         files["tif_qml"].write_text(change_raster_qml(), encoding="utf-8")
         geoms_out, rows = [], []
         for k, parts in polys.items():
@@ -225,7 +226,7 @@ def run_change(config: SpurgemapConfig, inputs: ChangeInputs) -> ChangeResult:
     return ChangeResult(Path(inputs.out), files, {k: int(v["cells"]) for k, v in areas.items()}, summary)
 
 
-def _model_of(m: io.MapLayers) -> dict[str, Any]:
+def _model_of(m: MapLayers) -> dict[str, Any]:
     return {"species": m.tags.get("species", DEFAULT_SPECIES), "bundle_sha256": m.tags.get("bundle_sha256"),
             "threshold": m.threshold}
 

@@ -21,8 +21,8 @@ from shapely.geometry.base import BaseGeometry
 from spurgemap import __version__
 from spurgemap.fieldwork.map_furniture import decorate
 from spurgemap.geo import qfield_io as qio
+from spurgemap.predict.mapset import NODATA
 
-NODATA = 255
 A4 = (8.27, 11.69)
 ROWS_FIRST, ROWS_MORE = 16, 38  # table rows on the map page and on each further page
 KIND_COLOURS = {"uncertain": "#ffa000", "random": "#006edc"}

@@ -28,6 +28,7 @@ from spurgemap.geo.isoxml import MAX_ZONES, IsoZone, write_taskdata
 from spurgemap.geo.kmz import has_libkml, write_zones_kmz
 from spurgemap.geo.records_io import flight_date, raster_tags
 from spurgemap.geo.terminals import PROFILES, write_terminal_shapefile
+from spurgemap.predict.mapset import MapLayers
 
 log = logging.getLogger(__name__)
 GENERIC_MAP_NAMES = {"ortho", "orthomosaic", "orthophoto", "odm_orthophoto", "mosaic"}
@@ -65,7 +66,7 @@ def check_date(date: str | None) -> str | None:
     return date
 
 
-def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: io.MapLayers, site: str, table: pd.DataFrame,
+def write_field_outputs(tmp: Path, config: SpurgemapConfig, m: MapLayers, site: str, table: pd.DataFrame,
                         zones: list[Polygon], summary: dict[str, Any], date: str | None = None,
                         examiner: str | None = None) -> dict[str, Path]:
     """Terminal Shapefile, TASKDATA, infestation records and KMZ into the staging folder ``tmp``."""

@@ -11,8 +11,7 @@ from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from spurgemap.fieldwork.map_furniture import decorate
-
-NODATA = 255
+from spurgemap.predict.mapset import NODATA
 
 
 def _figure(shape: tuple[int, int]) -> tuple[Any, Any]:

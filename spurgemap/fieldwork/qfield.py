@@ -20,6 +20,7 @@ from spurgemap.core.errors import InputError
 from spurgemap.fieldwork.qgs_xml import FormField, Layer, Widget, project_xml, rgb_qml, value_map
 from spurgemap.fieldwork.styles import visits_vector_qml, zones_vector_qml
 from spurgemap.geo import qfield_io as qio
+from spurgemap.predict.mapset import SUFFIXES, map_files
 from spurgemap.predict.styles import presence_vector_qml, prob_raster_qml
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def write_qfield_package(plan_dir: Path, q: QFieldInputs) -> dict[str, Path]:
     if q.zones is not None and q.zones.exists() and qio.copy_vector_layer(q.zones, context, "zones", q.crs_wkt):
         layers.append(_vector("spurgemap_zones", "spray zones", "context.gpkg", "zones", crs, "MultiPolygon",
                               zones_vector_qml()))
-    presence = q.prob_path.with_name(q.prob_path.name.replace("_prob.tif", "_presence.gpkg"))
+    presence = map_files(q.prob_path.parent, q.prob_path.name.removesuffix(SUFFIXES["prob"]))["presence"]
     if presence.exists() and qio.copy_vector_layer(presence, context, "presence", q.crs_wkt):
         layers.append(_vector("spurgemap_presence", f"{q.species} presence (map)", "context.gpkg", "presence", crs,
                               "MultiPolygon", presence_vector_qml(q.species)))

@@ -38,9 +38,9 @@ from spurgemap.fieldwork.styles import visits_vector_qml
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.qfield_io import map_source, read_polygons
 from spurgemap.predict.confidence import confidence
+from spurgemap.predict.mapset import MapLayers, read_map
 
 log = logging.getLogger(__name__)
-NODATA = 255
 ACCURACY_RECIPE = (
     "Overall accuracy from the visits: use only the 'random' visits. For each probability band h, "
     "N_h = eligible cells in the band, n_h = random visits in it, a_h = share of them where the map's "
@@ -89,7 +89,7 @@ def cells_touching(geoms: list[BaseGeometry], transform: Affine, shape: tuple[in
     return hit
 
 
-def site_of_map(m: io.MapLayers, plot_sites: set[str], given: str | None) -> str:
+def site_of_map(m: MapLayers, plot_sites: set[str], given: str | None) -> str:
     """The site id the plan's visits carry: --site-id, else the one site of the surveyed plots on the map,
     else the orthomosaic's name the way `tile` matches it (``sites/<site>/ortho.tif`` is <site>)."""
     if given is not None:
@@ -106,7 +106,7 @@ def site_of_map(m: io.MapLayers, plot_sites: set[str], given: str | None) -> str
     return site_id_of(names) or "site"
 
 
-def tile_keeps(config: SpurgemapConfig, m: io.MapLayers, eligible: np.ndarray,
+def tile_keeps(config: SpurgemapConfig, m: MapLayers, eligible: np.ndarray,
                ortho: Path | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Cells whose tile `tile` would keep (``tile.min_valid_fraction``), read from the orthomosaic."""
     path = ortho if ortho is not None else (Path(m.tags["source"]) if m.tags.get("source") else None)
@@ -125,7 +125,7 @@ def tile_keeps(config: SpurgemapConfig, m: io.MapLayers, eligible: np.ndarray,
                   "cells_dropped": int((eligible & ~keep).sum())}
 
 
-def report_shortfall(m: io.MapLayers, sel: Selection, eligible: np.ndarray, params: Any) -> dict[str, Any]:
+def report_shortfall(m: MapLayers, sel: Selection, eligible: np.ndarray, params: Any) -> dict[str, Any]:
     """Say when fewer visits of a kind than asked were found, and why; the summary's 'uncertain' part."""
     need = params.min_uncertainty
     uncertain_cells = eligible & (uncertainty(m.pct, m.threshold) >= need - 1e-9)
@@ -156,8 +156,8 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     read = [inputs.maps, *inputs.exclude, *(p for p in (inputs.ortho, inputs.zones) if p)]
     check_target(Path(inputs.out), inputs.overwrite, read)
     check_package_inputs(inputs.ortho, inputs.zones)
-    m = io.read_map(inputs.maps, inputs.name)
-    io.require_metres(m, "survey-plan")
+    m = read_map(inputs.maps, inputs.name)
+    io.require_metres(m.crs_wkt, m.prob_path, "survey-plan")
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")
@@ -242,7 +242,7 @@ CSV_COLUMNS = ["visit", "site_id", "plot_id", "lon", "lat", "easting", "northing
                "probability", "map_class", "cell_id", "presence"]
 
 
-def visits_table(m: io.MapLayers, sel: Selection, order: np.ndarray, x: np.ndarray, y: np.ndarray, site: str,
+def visits_table(m: MapLayers, sel: Selection, order: np.ndarray, x: np.ndarray, y: np.ndarray, site: str,
                  weight: dict[int, float | None]) -> pd.DataFrame:
     """One row per visit in walking order; plot ids `<site>-V01` are unique across sites and plans."""
     n = len(order)

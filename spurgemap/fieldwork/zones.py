@@ -29,6 +29,7 @@ from spurgemap.fieldwork.treatment import dose_columns, dose_summary
 from spurgemap.fieldwork.zone_cap import cap_zones
 from spurgemap.geo import fieldwork_io as io
 from spurgemap.geo.fieldwork_io import write_rows
+from spurgemap.predict.mapset import read_map
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def run_zones(config: SpurgemapConfig, inputs: ZonesInputs) -> ZonesResult:
     dose_summary(config, 0.0, 0.0)  # checks --rate/--carrier/--product before any work
     check_date(inputs.date)
     check_target(Path(inputs.out), inputs.overwrite, [inputs.maps])
-    m = io.read_map(inputs.maps, inputs.name)
+    m = read_map(inputs.maps, inputs.name)
     site = site_name(inputs.site, m.name, m.folder)
-    io.require_metres(m, "zones")
+    io.require_metres(m.crs_wkt, m.prob_path, "zones")
     params = _sane(params, m.cell_m)
     upm = m.units_per_m
     present = m.cls == 1

@@ -1,4 +1,6 @@
-"""File IO of the field-work commands: predict map folders in, GPKG/GPX/SHP/KML/CSV/GeoTIFF out.
+"""File IO of the field-work commands: map rasters in, GPKG/GPX/SHP/KML/CSV/GeoTIFF out.
+
+The map folder's layout (names, NODATA, summary) is `spurgemap.predict.mapset`'s; this module reads bands.
 
 Why here: geo/ is the only package that touches rasterio, GDAL, pyproj or geopandas; the field-work
 logic in ``spurgemap.fieldwork`` stays numpy + shapely and is tested on arrays.
@@ -10,7 +12,6 @@ import csv
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,54 +30,9 @@ from spurgemap.geo.maps import polygons_of, write_cog
 from spurgemap.geo.raster import OrthoReader, open_ortho
 from spurgemap.geo.vector import map_scale, read_plots, reproject
 
-NODATA = 255
 
-
-@dataclass
-class MapLayers:
-    """One predict output (``<name>_prob.tif`` and friends) as arrays on its cell grid."""
-
-    name: str
-    folder: Path
-    prob_path: Path
-    pct: np.ndarray  # uint8 presence probability in %, NODATA outside the map
-    cls: np.ndarray  # uint8 0 absent / 1 present / NODATA
-    conf: np.ndarray | None  # uint8 0..100 from <name>_confidence.tif, None when predict did not write it
-    transform: Affine
-    crs_wkt: str
-    threshold: float
-    units_per_m: float  # map units per ground metre (1 for UTM up to the scale factor)
-    tags: dict[str, str] = field(default_factory=dict)  # predict's provenance: source, bundle_sha256, species...
-
-    @property
-    def valid(self) -> np.ndarray:
-        return self.pct != NODATA
-
-    @property
-    def cell_m(self) -> float:
-        return abs(self.transform.a) / self.units_per_m
-
-
-def find_map(folder: Path, name: str | None = None) -> Path:
-    """The ``*_prob.tif`` of a predict output folder (the one named ``name`` when there are several)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder; give the --out folder of `spurgemap predict`")
-    if name is not None:
-        path = folder / f"{name}_prob.tif"
-        if not path.exists():
-            raise InputError(f"{folder}: has no map named {name!r} ({path.name} not found)")
-        return path
-    found = sorted(folder.glob("*_prob.tif"))
-    if not found:
-        raise InputError(f"{folder}: no predict outputs (*_prob.tif); run `spurgemap predict ... --out {folder}`")
-    if len(found) > 1:
-        names = ", ".join(p.name.removesuffix("_prob.tif") for p in found)
-        raise InputError(f"{folder}: holds several maps ({names}); choose one with --name")
-    return found[0]
-
-
-def _read_band(path: Path) -> tuple[np.ndarray, Affine, str, dict[str, str]]:
+def read_band(path: Path) -> tuple[np.ndarray, Affine, str, dict[str, str]]:
+    """Band 1 of a georeferenced GeoTIFF with its transform, CRS and tags; a bad file is one clear line."""
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a GeoTIFF")
     with damage_guard(path):  # truncated / overwritten: one line naming the damage, no raw GDAL warnings
@@ -89,42 +45,12 @@ def _read_band(path: Path) -> tuple[np.ndarray, Affine, str, dict[str, str]]:
             raise InputError(f"{path}: not a readable GeoTIFF ({gdal_message(exc)})") from None
 
 
-def read_map(folder: Path, name: str | None = None) -> MapLayers:
-    """Read the probability, class and (if present) confidence rasters of one map."""
-    prob_path = find_map(folder, name)
-    stem = prob_path.name.removesuffix("_prob.tif")
-    pct, transform, crs_wkt, tags = _read_band(prob_path)
-    if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
-        raise InputError(f"{prob_path}: not a north-up grid; use the files `spurgemap predict` wrote")
-    try:
-        threshold = float(tags["threshold"])
-    except (KeyError, ValueError):
-        raise InputError(f"{prob_path}: no 'threshold' tag; use the files `spurgemap predict` wrote") from None
-    if pct.dtype != np.uint8:
-        raise InputError(f"{prob_path}: expected uint8 percent probabilities, found {pct.dtype}")
-    cls_path = prob_path.with_name(f"{stem}_class.tif")
-    if cls_path.exists():
-        cls, _, _, _ = _read_band(cls_path)
-        if cls.shape != pct.shape:
-            raise InputError(f"{cls_path}: {cls.shape} cells, but {prob_path.name} has {pct.shape}")
-    else:
-        cls = np.where(pct == NODATA, NODATA, pct >= threshold * 100).astype(np.uint8)
-    conf_path = prob_path.with_name(f"{stem}_confidence.tif")
-    conf = _read_band(conf_path)[0] if conf_path.exists() else None
-    if conf is not None and conf.shape != pct.shape:
-        raise InputError(f"{conf_path}: {conf.shape} cells, but {prob_path.name} has {pct.shape}")
-    rows, cols = pct.shape
-    cx, cy = transform @ (cols / 2, rows / 2)
-    return MapLayers(stem, prob_path.parent, prob_path, pct, cls, conf, transform, crs_wkt, threshold,
-                     units_per_m(crs_wkt, cx, cy), dict(tags))
-
-
-def require_metres(m: MapLayers, command: str) -> None:
+def require_metres(crs_wkt: str, path: Path, command: str) -> None:
     """Buffers, spacings and areas are in ground metres: a map in degrees (EPSG:4326) would make a 1 m
     buffer 1 degree wide, so `zones` and `survey-plan` need a projected map."""
-    crs = CRS.from_wkt(m.crs_wkt)
+    crs = CRS.from_wkt(crs_wkt)
     if not crs.is_projected:
-        raise InputError(f"{m.prob_path}: the map is in {crs.name} (degrees); `{command}` needs a map in a "
+        raise InputError(f"{path}: the map is in {crs.name} (degrees); `{command}` needs a map in a "
                          "projected CRS in metres (e.g. UTM): run predict on a projected orthomosaic "
                          "(gdalwarp -t_srs EPSG:326NN)")
 
@@ -293,9 +219,10 @@ def write_rows(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def write_class_raster(path: Path, data: np.ndarray, transform: Affine, crs_wkt: str,
-                       colormap: dict[int, tuple[int, int, int, int]], tags: dict[str, str], description: str) -> Path:
+                       colormap: dict[int, tuple[int, int, int, int]], tags: dict[str, str], description: str,
+                       nodata: int) -> Path:
 
-    write_cog(path, data.astype(np.uint8), transform, crs_wkt, NODATA, tags, colormap=colormap,
+    write_cog(path, data.astype(np.uint8), transform, crs_wkt, nodata, tags, colormap=colormap,
               overview_resampling="nearest", description=description)
     return path
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import bytes_sha256
+from spurgemap.core.labels import DEFAULT_SPECIES
 
 FORMAT = "spurgemap-bundle"
 # 1: untyped metadata (still read); 2: the BundleMeta schema below (same keys, validated types).
@@ -45,7 +46,7 @@ class BundleMeta(BaseModel):
     tile_size_px: int
     gsd_m: float
     source_gsd_m: float | None = None  # the imagery's own GSD when tiles were resampled to gsd_m (`tile --gsd`)
-    species: str = "leafy spurge"  # what the present class is: map texts, Deepness class names
+    species: str = DEFAULT_SPECIES  # what the present class is: map texts, Deepness class names
     threshold: float  # in the map's probability (after context and calibration)
     # issue 22 (model/calibration.py); absent in older bundles: no context, no calibration
     tile_threshold: float | None = None  # the same threshold in one tile's raw probability (per-tile clients)

@@ -7,7 +7,8 @@ is killed and resumed from its last checkpoint repeats exactly what an uninterru
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,3 +360,22 @@ class Trainer:
                 logits = self.model.head(self.features[idx, 0].to(self.prep.device)).squeeze(1)
             return torch.sigmoid(logits.float()).cpu().numpy()
         return predict_probs(self.model, self.data.images[idx], self.prep, self.cfg.batch_size, self.bf16)
+
+
+@contextmanager
+def preserved_torch_state() -> Iterator[None]:
+    """Torch's thread count and global random state as the caller had them, whatever happens inside.
+
+    Why: a stage is a library call; `run_train` seeds torch and may set `train.threads`, which must not
+    change the process of a notebook or a Dask worker that called it.
+    """
+    threads = torch.get_num_threads()
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-CLASS_NAMES = ["absent", "present"]
+from spurgemap.core.labels import LABELS
+
+CLASS_NAMES = list(LABELS)
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, threshold: float,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NODATA = 255
+from spurgemap.predict.mapset import NODATA
 
 
 def confidence(pct: np.ndarray, threshold: float) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
@@ -15,26 +14,34 @@ from affine import Affine
 
 from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig
+from spurgemap.core.labels import ABSENT, LABELS, PRESENT
 from spurgemap.geo.maps import cell_boxes, polygons_of, write_cog, write_geojson_4326, write_gpkg
 from spurgemap.geo.raster import OrthoInfo
 from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import BundleMeta
 from spurgemap.model.calibration import map_probability
 from spurgemap.predict.confidence import confidence, tta_spread
+from spurgemap.predict.mapset import (
+    CLASS_CODES,
+    NODATA,
+    PALETTE,
+    PRESENCE_LAYER,
+    PRESENCE_RGB,
+    MapSummary,
+    PlotArea,
+    map_files,
+)
 from spurgemap.predict.stream import Grid
 from spurgemap.predict.styles import DEFAULT_SPECIES, legends, write_styles
 
 log = logging.getLogger(__name__)
-NODATA = 255
-PALETTE = {0: (200, 230, 190, 0), 1: (230, 0, 200, 255), NODATA: (0, 0, 0, 0)}
 
 
 def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid, meta: BundleMeta,
                sums: np.ndarray, counts: np.ndarray, cell_valid: np.ndarray, aoi: Any,
                preview: tuple[np.ndarray, np.ndarray], spreads: np.ndarray | None, prov: dict[str, Any],
-               species: str = DEFAULT_SPECIES) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Maps, styles and summary; texts name `species`. Summary keys are species-neutral
-    (`present_area_ha`, `present_share`); leafy spurge runs also keep the old `spurge_*` keys."""
+               species: str = DEFAULT_SPECIES) -> tuple[dict[str, Path], MapSummary]:
+    """Maps, styles and summary (`predict.mapset`: names, keys and their leafy-spurge aliases); texts name `species`."""
     out: Path = inputs.out
     text = legends(species)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,14 +63,9 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
             "model_backbone": meta.backbone, "units": f"percent probability of {species}", "species": species,
             "context_lambda": f"{float(meta.context.get('lambda', 0.0)):g}",
             "calibration": str(meta.calibration.get("method", "none")), "operating_point": meta.operating_point}
-    files = {
-        "prob": out / f"{name}_prob.tif", "class": out / f"{name}_class.tif",
-        "tiles": out / f"{name}_tiles.geojson", "presence": out / f"{name}_presence.gpkg",
-        "summary_json": out / f"{name}_summary.json", "summary_csv": out / f"{name}_summary.csv",
-        "preview": out / f"{name}_preview.png", "confidence": out / f"{name}_confidence.tif",
-    }
+    files = map_files(out, name)
     write_cog(files["prob"], pct, transform, info.crs_wkt, NODATA, tags, description=text["prob"])
-    write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": "0=absent,1=present"},
+    write_cog(files["class"], cls, transform, info.crs_wkt, NODATA, {**tags, "classes": CLASS_CODES},
               colormap=PALETTE, overview_resampling="nearest", description=text["presence"])
     conf = confidence(pct, threshold)
     conf_bands, conf_desc = conf, "confidence (0 at the threshold, 100 at p = 0 or 1)"
@@ -75,7 +77,7 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
               description=conf_desc)
     rows, cols = (np.asarray(a) for a in np.nonzero(has))
     table = pd.DataFrame({"row": rows, "col": cols, "probability": prob[rows, cols],
-                          "class": np.where(cls[rows, cols] == 1, "present", "absent")})
+                          "class": np.where(cls[rows, cols] == PRESENT, LABELS[PRESENT], LABELS[ABSENT])})
     write_geojson_4326(files["tiles"], table, cell_boxes(transform, rows, cols), info.crs_wkt)
     cell_m2 = (grid.stride * info.gsd_m) ** 2
     to_m2 = (info.gsd_m / info.res_x) ** 2  # map units² -> ground m²
@@ -83,35 +85,32 @@ def write_maps(config: SpurgemapConfig, inputs: Any, info: OrthoInfo, grid: Grid
     areas = [g.area * to_m2 for g in present_polys]
     write_gpkg(files["presence"], pd.DataFrame({"area_m2": np.round(areas, 3),
                                                 "area_ha": np.round(np.array(areas) / 1e4, 6)}),
-               present_polys, info.crs_wkt, "presence", prov["created"])
+               present_polys, info.crs_wkt, PRESENCE_LAYER, prov["created"])
     valid_m2 = float((cell_valid * has).sum() * cell_m2)
     spurge_m2 = float((cell_valid * (cls == 1)).sum() * cell_m2)
     low_m2 = float((cell_valid * (has & (conf < config.predict.low_confidence))).sum() * cell_m2)
     hours = prov["seconds"] / 3600
-    summary: dict[str, Any] = {
-        "spurgemap_version": __version__, "orthomosaic": str(info.path), "model": prov["model"],
-        "threshold": threshold, "operating_point": meta.operating_point,
-        "context_lambda": float(meta.context.get("lambda", 0.0)),
-        "calibration": str(meta.calibration.get("method", "none")), "backend": prov["backend"],
-        "tile_size_px": grid.tile, "stride_px": grid.stride,
-        "cells": int(has.sum()), "present_cells": int((cls == 1).sum()), "tiles_predicted": prov["tiles_predicted"],
-        "species": species, "mapped_area_ha": round(valid_m2 / 1e4, 4),
-        "present_area_ha": round(spurge_m2 / 1e4, 4),
-        "present_share": round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
-        "low_confidence_below": config.predict.low_confidence,
-        "low_confidence_share": round(low_m2 / valid_m2, 4) if valid_m2 else 0.0,
-        "seconds": round(prov["seconds"], 2),
-        "tiles_per_second": round(prov["tiles_predicted"] / prov["seconds"], 2) if prov["seconds"] else None,
-        "hectares_per_hour": round(valid_m2 / 1e4 / hours, 2) if hours else None,
-        "created": prov["created"],
-    }
-    legacy = species == DEFAULT_SPECIES  # keys of earlier versions, for scripts that read them
-    if legacy:
-        summary["spurge_area_ha"], summary["spurge_share"] = summary["present_area_ha"], summary["present_share"]
+    summary = MapSummary(
+        spurgemap_version=__version__, orthomosaic=str(info.path), model=prov["model"],
+        threshold=threshold, operating_point=meta.operating_point,
+        context_lambda=float(meta.context.get("lambda", 0.0)),
+        calibration=str(meta.calibration.get("method", "none")), backend=prov["backend"],
+        tile_size_px=grid.tile, stride_px=grid.stride,
+        cells=int(has.sum()), present_cells=int((cls == 1).sum()), tiles_predicted=prov["tiles_predicted"],
+        species=species, mapped_area_ha=round(valid_m2 / 1e4, 4),
+        present_area_ha=round(spurge_m2 / 1e4, 4),
+        present_share=round(spurge_m2 / valid_m2, 4) if valid_m2 else 0.0,
+        low_confidence_below=config.predict.low_confidence,
+        low_confidence_share=round(low_m2 / valid_m2, 4) if valid_m2 else 0.0,
+        seconds=round(prov["seconds"], 2),
+        tiles_per_second=round(prov["tiles_predicted"] / prov["seconds"], 2) if prov["seconds"] else None,
+        hectares_per_hour=round(valid_m2 / 1e4 / hours, 2) if hours else None,
+        created=prov["created"],
+    )
     if inputs.plots is not None:
-        summary["plots"], summary["plots_not_on_map"] = _per_plot(inputs.plots, info, present_polys, to_m2, legacy,
-                                                                  polygons_of(has, transform))
-    files["summary_json"].write_text(json.dumps(summary, indent=2))
+        summary.plots, summary.plots_not_on_map = _per_plot(inputs.plots, info, present_polys, to_m2,
+                                                            polygons_of(has, transform))
+    files["summary_json"].write_text(summary.to_json())
     _write_csv(files["summary_csv"], summary)
     for path in write_styles(out, name, threshold, species, config.predict.low_confidence):
         files[path.stem.removeprefix(f"{name}_") + "_qml"] = path
@@ -129,8 +128,8 @@ def _cells_in(aoi: Any, transform: Affine, shape: tuple[int, int]) -> np.ndarray
     return np.asarray(contains_xy(aoi, cx, cy)).reshape(shape)
 
 
-def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float, legacy: bool,
-              mapped: list[Any]) -> tuple[list[dict[str, Any]], int]:
+def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float,
+              mapped: list[Any]) -> tuple[list[PlotArea], int]:
     """Present area per plot, for the plots that touch a mapped cell (and how many do not).
 
     Why: a survey of many sites lists other sites' plots too; with 0 m² they would read as "absent".
@@ -147,26 +146,14 @@ def _per_plot(plots: Path, info: OrthoInfo, present: list[Any], to_m2: float, le
             continue
         area = g.area * to_m2
         hit = g.intersection(spurge).area * to_m2 if spurge is not None and area else 0.0
-        row = {"site_id": site, "plot_id": plot, "plot_area_m2": round(area, 3),
-               "present_area_m2": round(hit, 3), "present_share": round(hit / area, 4) if area else 0.0}
-        if legacy:
-            row["spurge_area_m2"], row["spurge_share"] = row["present_area_m2"], row["present_share"]
-        rows.append(row)
+        rows.append(PlotArea(site, plot, round(area, 3), round(hit, 3), round(hit / area, 4) if area else 0.0))
     return rows, len(geoms) - len(rows)
 
 
-def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+def _write_csv(path: Path, summary: MapSummary) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        old = "spurge_share" in summary  # leafy spurge: the earlier column names follow as aliases
-        w.writerow(["scope", "site_id", "plot_id", "area_ha", "present_area_ha", "present_share"]
-                   + ["spurge_area_ha", "spurge_share"] * old)
-        row = [summary["present_area_ha"], summary["present_share"]]
-        w.writerow(["orthomosaic", "", "", summary["mapped_area_ha"], *row] + row * old)
-        for p in summary.get("plots", []):
-            row = [round(p["present_area_m2"] / 1e4, 6), p["present_share"]]
-            w.writerow(["plot", p["site_id"], p["plot_id"], round(p["plot_area_m2"] / 1e4, 6), *row] + row * old)
+        csv.writer(fh).writerows(summary.csv_rows())
     os.replace(tmp, path)
 
 
@@ -183,7 +170,7 @@ def _preview(path: Path, info: OrthoInfo, preview: tuple[np.ndarray, np.ndarray]
     p = pct[np.ix_(rows, cols)].astype(np.float32)
     ok = has[np.ix_(rows, cols)]
     alpha = np.where(ok & (p >= threshold * 100), 0.35 + 0.4 * np.clip(p / 100, 0, 1), 0)[..., None]
-    overlay = np.array([230, 0, 200], np.float32)
+    overlay = np.array(PRESENCE_RGB, np.float32)
     img = rgb.astype(np.float32) * (1 - alpha) + overlay * alpha
     img[~valid] = 255
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,15 @@ from spurgemap import __version__
 from spurgemap.config import SpurgemapConfig, dump_config
 from spurgemap.core.errors import InputError
 from spurgemap.core.hashing import background_sha256, file_fingerprint, run_key
+from spurgemap.core.labels import DEFAULT_SPECIES
 from spurgemap.core.progress import progress
 from spurgemap.core.workdir import preflight, resumable_workdir
 from spurgemap.geo.maps import read_aoi
 from spurgemap.geo.raster import OrthoInfo, OrthoReader, gdal_session, open_ortho, strip_cache_mb
+from spurgemap.geo.vector import read_plots, reproject
 from spurgemap.model.bundle import Bundle, BundleMeta, read_bundle
 from spurgemap.predict.infer import make_predictor
+from spurgemap.predict.mapset import MapSummary
 from spurgemap.predict.outputs import write_maps
 from spurgemap.predict.stream import Grid, TileStream
 
@@ -57,7 +60,7 @@ class PredictResult:
     predicted: int
     seconds: float
     backend: str
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: MapSummary  # also written as <name>_summary.json
 
     @property
     def tiles_per_second(self) -> float:
@@ -101,8 +104,7 @@ def _tile_px(info: OrthoInfo, meta: BundleMeta, cfg: Any) -> int:
 
 def _species(config: SpurgemapConfig, meta: BundleMeta) -> str:
     """The bundle's species, unless the config names another than the default."""
-    default = type(config.labels)().species
-    return config.labels.species if config.labels.species != default else meta.species
+    return config.labels.species if config.labels.species != DEFAULT_SPECIES else meta.species
 
 
 def run_predict(config: SpurgemapConfig, inputs: PredictInputs) -> PredictResult:
@@ -145,6 +147,11 @@ def _run(config: SpurgemapConfig, inputs: PredictInputs, sha256: Callable[[Path]
         aoi = read_aoi(inputs.aoi, info.crs_wkt)
         if not aoi.intersects(box(*info.bounds)):
             raise InputError(f"{inputs.aoi}: the AOI lies outside {info.path}; check its CRS and location")
+    if inputs.plots is not None:  # a bad --plots fails now, not after the whole orthomosaic is mapped
+        layer = read_plots(inputs.plots)
+        reproject(layer.geoms, layer.crs_wkt, info.crs_wkt)
+    if inputs.out.exists() and not inputs.out.is_dir():
+        raise InputError(f"--out {inputs.out}: exists and is not a folder; choose another --out")
     keep = _keep_mask(grid, info, aoi)
     bundle_sha = bundle.sha256
     source_sha = sha256(info.path)  # for provenance only: the resume key needs no full read of the file

@@ -124,7 +124,7 @@ def _run_tile(config: SpurgemapConfig, inputs: TileInputs,
             if inputs.group_runner is not None:
                 outcomes = [o for res in inputs.group_runner(config, groups, tmp, verify) for o in res]
             else:
-                with progress(total, "tiling") as advance, ThreadPoolExecutor(config.tile.workers) as pool:
+                with progress(total, "tiling") as advance, ThreadPoolExecutor(config.tile.threads) as pool:
                     def work(group: list[PlotJob]) -> list[TileOutcome]:
                         res: list[TileOutcome] = []
                         with gdal_session(config.tile.gdal_cache_mb):

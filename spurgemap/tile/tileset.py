@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from spurgemap.core.errors import InputError
+from spurgemap.core.labels import LABEL_IDS as LABELS  # label words; earlier sets' class names too
 from spurgemap.geo.tiles import read_tile
 from spurgemap.geo.vector import bounds_in_metres, read_tile_index
-
-LABELS = {"absent": 0, "present": 1}
 
 
 @dataclass

@@ -11,6 +11,7 @@ from affine import Affine
 from shapely import Polygon
 
 from spurgemap.config import SpurgemapConfig
+from spurgemap.core.labels import LABELS
 from spurgemap.geo.raster import OrthoReader
 from spurgemap.geo.tiles import resample_into_frame, write_tile
 from spurgemap.tile.plan import PlotJob
@@ -87,7 +88,7 @@ def process_plot(job: PlotJob, reader: OrthoReader, config: SpurgemapConfig, out
     t = config.tile
     size = t.tile_size_px
     crs_wkt = job.ortho.crs_wkt
-    names = ["absent", "present"]
+    names = LABELS
     site_dir = out_dir / "tiles" / job.site_dir
     site_dir.mkdir(parents=True, exist_ok=True)
     if site_dir.resolve().parent != (out_dir / "tiles").resolve():  # ids are sanitised; backstop

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from spurgemap.core.labels import LABELS
 from spurgemap.tile.tileset import TileSet
 
 
@@ -60,8 +61,8 @@ def _confusion(path: Path, cm: list[list[int]]) -> None:
     ax.imshow(arr, cmap="Blues")
     for (r, c), v in np.ndenumerate(arr):
         ax.text(c, r, str(v), ha="center", va="center", fontsize=14)
-    ax.set_xticks([0, 1], ["absent", "present"])
-    ax.set_yticks([0, 1], ["absent", "present"])
+    ax.set_xticks([0, 1], list(LABELS))
+    ax.set_yticks([0, 1], list(LABELS))
     ax.set(xlabel="predicted", ylabel="surveyed", title="validation")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

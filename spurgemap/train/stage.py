@@ -39,13 +39,14 @@ from spurgemap.model.engine import (
     freeze_early_stages,
     freeze_for_probe,
     plot_bags,
+    preserved_torch_state,
     views_cached,
 )
 from spurgemap.model.onnx import tile_onnx
 from spurgemap.model.preprocess import Prep
-from spurgemap.model.splits import Split, few_shot, make_splits, near_groups, spatial_blocks, spatial_groups
 from spurgemap.model.views import randaugment_views
 from spurgemap.tile.tileset import TileSet, load_tile_set
+from spurgemap.train.draw import TrainDraw, plan_training
 from spurgemap.train.features import onnx_features
 from spurgemap.train.operating import final_metrics
 from spurgemap.train.report import write_pictures
@@ -61,6 +62,7 @@ class TrainInputs:
     synthetic: list[Path] = field(default_factory=list)
     overwrite: bool = False
     feature_cache: Path | None = None  # folder sharing frozen-backbone features of real tiles across runs
+    tile_ids: list[str] | None = None  # fit on exactly these (evaluate's draw, `train.draw.draw_tile_ids`)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TrainResult:
     metrics: dict[str, Any]
     seconds: float
     resumed: bool
+    tile_ids: list[str] = field(default_factory=list)  # the tiles the bundled model was fitted on
 
     @property
     def balanced_accuracy(self) -> float:
@@ -82,8 +85,9 @@ def _device(name: str) -> torch.device:
     return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def _run_key(config: SpurgemapConfig, tiles: TileSet, synthetic: list[Path]) -> str:
-    return run_key(dump_config(config) + tiles.digest + "".join(str(p.resolve()) for p in synthetic))
+def _run_key(config: SpurgemapConfig, tiles: TileSet, synthetic: list[Path], draw: TrainDraw) -> str:
+    drawn = ",".join(str(i) for s in draw.splits for i in s.train)
+    return run_key(dump_config(config) + tiles.digest + "".join(str(p.resolve()) for p in synthetic) + drawn)
 
 
 def _prepare_out(inputs: TrainInputs, key: str) -> tuple[Path, bool]:
@@ -107,6 +111,12 @@ def _load_ckpt(work: Path) -> dict[str, Any] | None:
 
 
 def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
+    """Train and bundle a model; torch's thread count and global seed are the caller's again afterwards."""
+    with preserved_torch_state():
+        return _train(config, inputs)
+
+
+def _train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     start = time.perf_counter()
     cfg = config.train
     preflight(inputs.out, inputs.overwrite, [None if isinstance(inputs.tiles, TileSet) else inputs.tiles,
@@ -116,12 +126,10 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     tiles = inputs.tiles if isinstance(inputs.tiles, TileSet) else load_tile_set(inputs.tiles, cfg.group_column)
     syn = load_synthetic(inputs.synthetic, tiles)
     bags = _check_mil(cfg, tiles, len(syn))
-    splits, dropped = _make_splits(tiles, cfg, config.seed)
-    if cfg.shots:
-        splits = [Split(s.name, few_shot(s.train, tiles.labels, cfg.shots, config.seed), s.val, s.test)
-                  for s in splits]
-    _refuse_token_leaks(syn, tiles, splits)
-    key = _run_key(config, tiles, inputs.synthetic)
+    draw = plan_training(tiles, cfg, config.seed, inputs.tile_ids)
+    splits = draw.splits
+    _refuse_token_leaks(syn, tiles, draw)
+    key = _run_key(config, tiles, inputs.synthetic, draw)
     work, resumed = _prepare_out(inputs, key)
     device = _device(cfg.device)
     weights = Path(cfg.weights) if cfg.weights else None
@@ -151,7 +159,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
     features = syn_features = None
     per_epoch = epoch_draws(cfg) or max(len(s.train) for s in splits)
     steps = phases * cfg.epochs * per_epoch
-    viewed = _view_tiles(tiles, cfg, config.seed, splits, dropped, cross_val) if views_cached(cfg) else None
+    viewed = _view_tiles(draw) if views_cached(cfg) else None
     n_views = 0 if viewed is None else len(viewed) * cfg.augment.randaugment_views
     with progress(steps + (len(tiles) + len(syn)) * syms * use_cache + n_views, "training", unit="img") as advance:
         if use_cache:
@@ -183,7 +191,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         for phase in range(phases):
             is_final = phase == len(splits)
             split = splits[phase] if not is_final else None
-            train_idx = split.train if split else _final_train(tiles, cfg, config.seed, dropped)
+            train_idx = split.train if split else draw.model_tiles
             val_idx = split.val if split else None
             data.syn_by_tile = _syn_map(syn, restrict_synthetic(syn, train_idx))
             _warn_coverage(syn, train_idx, data.syn_by_tile, cfg.shots, phase > 0)
@@ -227,24 +235,28 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
         assert final_model is not None
     metrics = final_metrics(cfg, tiles, splits, history, oof, final_model, trainer, cross_val, bags,
                             _best_epoch(history))
-    return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
+    result = _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
+    result.tile_ids = [tiles.tile_ids[i] for i in draw.model_tiles]
+    return result
 
 
-def _view_tiles(tiles: TileSet, cfg: Any, seed: int, splits: list[Split], dropped: list[str],
-                cross_val: bool) -> np.ndarray:
+def _view_tiles(draw: TrainDraw) -> np.ndarray:
     """Every tile some phase trains on: the tiles whose RandAugment views are computed."""
-    parts = [s.train for s in splits] + ([_final_train(tiles, cfg, seed, dropped)] if cross_val else [])
+    parts = [s.train for s in draw.splits] + ([draw.final] if draw.final is not None else [])
     return np.unique(np.concatenate(parts))
 
 
-def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, splits: list[Split]) -> None:
-    held = np.unique(np.concatenate([np.concatenate([s.val, s.test]) for s in splits]))
-    leaks = token_leaks(syn, held)
+def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, draw: TrainDraw) -> None:
+    """Tokens learned from a tile train must not use (held out, or a held-out site's neighbour) leak it."""
+    unused = draw.unused(tiles)
+    leaks = token_leaks(syn, unused)
     if leaks:
         folder, bad = next(iter(leaks.items()))
-        train_sites = sorted(set(tiles.sites.tolist()) - set(tiles.sites[held].tolist()))
-        raise InputError(f"--synthetic {folder}: its class tokens were learned from {len(bad)} validation/test "
-                         f"tile(s) (sites {', '.join(sorted(set(tiles.sites[bad].tolist())))}); make a clean set "
+        train_sites = sorted(set(tiles.sites.tolist()) - set(tiles.sites[unused].tolist()))
+        near = set(tiles.groups[bad].tolist()) & set(draw.dropped)
+        what = "validation/test tile(s)" + (" or tiles of their neighbours train leaves out" if near else "")
+        raise InputError(f"--synthetic {folder}: its class tokens were learned from {len(bad)} {what} (sites "
+                         f"{', '.join(sorted(set(tiles.sites[bad].tolist())))}); make a clean set "
                          f"with `spurgemap augment --sites {','.join(train_sites)}`")
 
 
@@ -296,58 +308,6 @@ def _check_mil(cfg: Any, tiles: TileSet, n_synthetic: int) -> np.ndarray | None:
     if tiles.plots is None:
         raise InputError(f"{tiles.root}: tile index has no plot_id column; train.labels=plot-mil needs plots")
     return plot_bags(tiles.plots, tiles.verified)
-
-
-def _make_splits(tiles: TileSet, cfg: Any, seed: int) -> tuple[list[Split], list[str]]:
-    """Splits by group (or spatial cluster of groups); warns about held-out sites next to training
-    sites and, under group_by=spatial, drops those neighbours from training. Returns the dropped."""
-    held = cfg.val_sites + cfg.test_sites
-    groups = tiles.groups
-    if cfg.group_by == "spatial":
-        if tiles.bounds is None:
-            raise InputError("train.group_by=spatial needs tile footprints; load the tile set from its folder")
-        if not held:
-            groups = spatial_groups(groups, tiles.bounds, cfg.spatial_distance_m)
-            log.info("spatial groups (%.0f m): %s", cfg.spatial_distance_m, ", ".join(sorted(set(groups))))
-    elif cfg.group_by == "blocks" and not cfg.val_sites and tiles.bounds is not None:
-        pool = ~np.isin(groups, cfg.test_sites)  # test sites stay themselves
-        blocked = groups.astype(object)
-        blocked[pool] = spatial_blocks(groups[pool], tiles.bounds[pool], seed=seed)
-        groups = np.array(blocked.tolist())
-        if len(set(groups.tolist())) < len(set(tiles.groups.tolist())):
-            log.info("cross-validation over %d spatial blocks of sites", len(set(groups.tolist())))
-    splits = make_splits(groups, tiles.labels, cfg.val_sites, cfg.test_sites, cfg.folds, seed)
-    if cfg.folds and len(splits) < cfg.folds:
-        log.warning("train.folds=%d: only %d folds can each hold absent and present tiles; using %d",
-                    cfg.folds, len(splits), len(splits))
-    near = []
-    if held and tiles.bounds is not None:
-        others = sorted(set(tiles.groups.tolist()) - set(held))
-        near = near_groups(tiles.groups, tiles.bounds, held, others, cfg.spatial_distance_m)
-    if not near:
-        return splits, []
-    pairs = ", ".join(f"{a} ~ {b} ({gap:.0f} m)" for a, b, gap in near[:10])
-    if cfg.group_by != "spatial":
-        log.warning("held-out sites lie within train.spatial_distance_m=%g m of training sites: %s; the same "
-                    "plants may be in both and validation looks better than the truth (set "
-                    "train.group_by=spatial to drop those training sites)", cfg.spatial_distance_m, pairs)
-        return splits, []
-    dropped = sorted({b for _, b, _ in near})
-    log.warning("train.group_by=spatial: training sites %s lie within %g m of held-out sites (%s) and are "
-                "left out of training", dropped, cfg.spatial_distance_m, pairs)
-    out = []
-    for sp in splits:
-        train = sp.train[~np.isin(tiles.groups[sp.train], dropped)]
-        if set(tiles.labels[train].tolist()) != {0, 1}:
-            raise InputError(f"without the neighbours {dropped} of the held-out sites, training has one class "
-                             "only; choose other --val-sites/--test-sites or lower train.spatial_distance_m")
-        out.append(Split(sp.name, train, sp.val, sp.test))
-    return out, dropped
-
-
-def _final_train(tiles: TileSet, cfg: Any, seed: int, dropped: list[str]) -> np.ndarray:
-    pool = np.flatnonzero(~np.isin(tiles.groups, cfg.test_sites + dropped))
-    return few_shot(pool, tiles.labels, cfg.shots, seed) if cfg.shots else pool
 
 
 def _brief(val: dict[str, Any] | None) -> dict[str, Any]:
