@@ -172,6 +172,9 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             else:
                 syn_features = features_of(syn.images)
         ckpt = _load_ckpt(work) if resumed else None
+        threads = torch.get_num_threads()
+        if use_cache and not cfg.threads and device.type == "cpu":  # a linear head on cached rows: more threads
+            torch.set_num_threads(1)  # only wait on each other (much slower epochs on a shared 2-core machine)
         history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
         oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}
         best_states: dict[int, dict[str, torch.Tensor]] = {}
@@ -222,6 +225,7 @@ def run_train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             elif is_final:
                 final_model = model
         assert final_model is not None
+        torch.set_num_threads(threads)
     metrics = final_metrics(cfg, tiles, splits, history, oof, final_model, trainer, cross_val, bags,
                             _best_epoch(history))
     return _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
