@@ -317,23 +317,20 @@ def evaluate(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Evaluation folder (results.csv, summary.md, runs/).")],
     methods: Annotated[str | None, typer.Option(
-        help="baseline, randaugment and/or augment methods (dafusion, real-guidance, ...), comma-separated.")] = None,
+        help="baseline, randaugment, augment methods (dafusion, ...), each optionally +randaugment.")] = None,
     shots: Annotated[str | None, typer.Option(help="k values, e.g. 1,2,4,8,16.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2 or 0-7.")] = None,
     diffusion_model: Annotated[str | None, typer.Option(help="Diffusion model for generative methods.")] = None,
     val_sites: Annotated[str | None, typer.Option(help="Validation sites (selection), comma-separated.")] = None,
     test_sites: Annotated[str | None, typer.Option(help="Test sites (reported, never selected on).")] = None,
-    protocol: Annotated[str | None, typer.Option(
-        help="default, or reference: the DA-Fusion paper's settings (M=50, 50 epochs Adam 1e-4, its prompts).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="default, or reference: the DA-Fusion paper's settings.")] = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable.
-
-    With --workers or --scheduler, grid cells run as Dask tasks (one GPU per worker when present).
-    """
+    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable; with --workers or
+    --scheduler, grid cells run as Dask tasks (one GPU per worker when present)."""
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.evaluate import EvaluateInputs, run_evaluate
 
@@ -352,13 +349,12 @@ def evaluate(
     def go() -> None:
         cfg = load_cli_config(config, set_, **{
             "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
-            "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
-            "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites),
-            "evaluate.protocol": protocol})
+            "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.protocol": protocol,
+            "evaluate.diffusion_model": diffusion_model, "evaluate.val_sites": split_list(val_sites),
+            "evaluate.test_sites": split_list(test_sites)})
         if workers is None and scheduler is None:
             res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
-        else:
-            # Deferred: Dask loads only when asked for.
+        else:  # Deferred: Dask loads only when asked for.
             from spurgemap.campaign.grid import run_evaluate_distributed
 
             res = run_evaluate_distributed(cfg, EvaluateInputs(tiles_dir, out_dir), workers, scheduler)
