@@ -244,9 +244,15 @@ def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, splits: list[Split]) 
     if leaks:
         folder, bad = next(iter(leaks.items()))
         train_sites = sorted(set(tiles.sites.tolist()) - set(tiles.sites[held].tolist()))
+        seen = ", ".join(sorted(set(tiles.sites[bad].tolist())))
+        if not train_sites:  # cross-validation: every site validates some fold, so every token set leaks
+            raise InputError(f"--synthetic {folder}: its class tokens were learned from tiles of sites {seen}, and "
+                             "cross-validation validates on every site in turn, so some fold would be judged on tiles "
+                             "its tokens saw; one set cannot serve all folds: train on one split (--val-sites V "
+                             "--test-sites T) with a set from `spurgemap augment --sites <the other sites>`, or "
+                             "cross-validate without --synthetic")
         raise InputError(f"--synthetic {folder}: its class tokens were learned from {len(bad)} validation/test "
-                         f"tile(s) (sites {', '.join(sorted(set(tiles.sites[bad].tolist())))}); make a clean set "
-                         f"with `spurgemap augment --sites {','.join(train_sites)}`")
+                         f"tile(s) (sites {seen}); clean set: `spurgemap augment --sites {','.join(train_sites)}`")
 
 
 def _warn_coverage(syn: SyntheticSet, train_idx: np.ndarray, syn_by_tile: dict[int, np.ndarray],
