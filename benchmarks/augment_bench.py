@@ -32,6 +32,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -115,8 +116,10 @@ def reference(model: DiffusionModel, tiles: np.ndarray, jobs: list[Job], steps: 
     from diffusers import PNDMScheduler, StableDiffusionImg2ImgPipeline
     from PIL import Image
 
-    pipe = StableDiffusionImg2ImgPipeline.from_pipe(
-        model.pipe, scheduler=PNDMScheduler.from_config(model.pipe.scheduler.config))
+    with warnings.catch_warnings():  # newer diffusers call it `dtype` and warn; older ones know only this name
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = StableDiffusionImg2ImgPipeline.from_pipe(  # torch_dtype: else the shared modules are recast to fp32
+            model.pipe, scheduler=PNDMScheduler.from_config(model.pipe.scheduler.config), torch_dtype=model.dtype)
     pipe.set_progress_bar_config(disable=True)
     res = model.resolution
     cast = torch.autocast("cuda") if model.device.type == "cuda" else contextlib.nullcontext()

@@ -122,3 +122,28 @@ def test_a_non_finite_latent_is_caught_before_decoding(tiny, tiles, tmp_path, mo
     with pytest.raises(InputError, match=r"rejected \(4 non-finite latent\)"):
         run_augment(_cfg(tiny, **{"augment.retries": 0}), AugmentInputs(tiles, tmp_path / "syn"))
     assert not (tmp_path / "syn").exists()
+
+
+def test_the_guard_in_bfloat16_on_cpu(tiny, tiles, monkeypatch):
+    """The half-precision path (what fp16/bf16 on CUDA runs), on CPU in bfloat16: same code, same checks."""
+    from diffusers import AutoencoderKL
+
+    from spurgemap.augment.diffusion import load_model
+    from spurgemap.augment.methods import Generator, plan_jobs
+    from spurgemap.tile.tileset import load_tile_set
+
+    orig = AutoencoderKL.decode
+
+    def decode(self, z, *args, **kwargs):
+        out = orig(self, z, *args, **kwargs)
+        assert z.dtype == torch.bfloat16
+        (out[0] if isinstance(out, tuple) else out.sample)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(AutoencoderKL, "decode", decode)
+    model = load_model(str(tiny), device="cpu", dtype="bfloat16")
+    cfg = _cfg(tiny, **{"augment.strengths": [0.25], "augment.real_guidance_strength": 0.25}).augment
+    ts = load_tile_set(tiles)
+    jobs = plan_jobs(ts.tile_ids[:2], ["absent", "absent"], cfg, {}, 0)[:2]
+    out, why = Generator(model, cfg).generate(ts.images[:2], jobs, None, ts.tile_px)
+    assert why == ["non-finite image", ""] and out.dtype == np.uint8 and int(out[1].max()) > int(out[1].min())

@@ -71,3 +71,34 @@ def test_randaugment_probe_trains_on_cached_views_of_the_training_tiles_only(tin
     base = run_train(_cfg(tiny_weights), TrainInputs(tileset, tmp_path / "base"))
     assert len(seen) == 2 and len(seen[1]) == 0  # no synthetic images: one (empty) call for them
     assert res.metrics["history"] != base.metrics["history"]  # the views changed what the head saw
+
+
+def test_cross_validation_with_a_token_set_says_how_instead_of_an_empty_sites_advice(tiny_weights, tileset, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from spurgemap.core.errors import InputError
+    from spurgemap.tile.tileset import load_tile_set
+
+    ts = load_tile_set(tileset)
+    ids = [t for t, g in zip(ts.tile_ids, ts.groups, strict=True) if g == "s0"][:2]
+    syn = tmp_path / "syn"
+    (syn / "images").mkdir(parents=True)
+    rows = []
+    for k, tid in enumerate(ids):
+        from PIL import Image
+
+        i = ts.tile_ids.index(tid)
+        Image.fromarray(ts.images[i]).save(syn / "images" / f"{k}.png")
+        rows.append({"path": f"images/{k}.png", "source_tile_id": tid, "label": ["absent", "present"][ts.labels[i]],
+                     "method": "dafusion", "strength": "0.5", "seed": k, "prompt": "p", "model_id": "m"})
+    pd.DataFrame(rows).to_csv(syn / "manifest.csv", index=False)
+    (syn / "provenance.json").write_text(json.dumps({"token_tile_ids": ids}))
+    cfg = load_config(overrides={"train.backbone": "test_efficientnet", "train.weights": str(tiny_weights),
+                                 "train.input_size": PX, "train.epochs": 1})  # no --val-sites: cross-validation
+    with pytest.raises(InputError) as err:
+        run_train(cfg, TrainInputs(tileset, tmp_path / "run", [syn]))
+    msg = str(err.value)
+    assert "cross-validation validates on every site" in msg and "sites s0" in msg and "--val-sites V" in msg
+    assert "--sites ," not in msg and "--sites `" not in msg and not (tmp_path / "run").exists()

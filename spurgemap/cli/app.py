@@ -298,7 +298,7 @@ def evaluate(
     tiles_dir: Annotated[Path, typer.Argument(help="Tile set folder written by `spurgemap tile`.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Evaluation folder (results.csv, summary.md, runs/).")],
     methods: Annotated[str | None, typer.Option(
-        help="baseline, randaugment and/or augment methods (dafusion, real-guidance, ...), comma-separated."),
+        help="baseline, randaugment, augment methods (dafusion, ...), each optionally +randaugment."),
                        Key("evaluate.methods")] = None,
     shots: Annotated[str | None, typer.Option(help="k values, e.g. 1,2,4,8,16."), Key("evaluate.shots")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2 or 0-7."), Key("evaluate.seeds")] = None,
@@ -316,10 +316,8 @@ def evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable.
-
-    With --workers or --scheduler, grid cells run as Dask tasks (one GPU per worker when present).
-    """
+    """The DA-Fusion few-shot experiment: methods x k x seeds, cached and resumable; with --workers or
+    --scheduler, grid cells run as Dask tasks (one GPU per worker when present)."""
     # Deferred: a command loads only its own stage (fast --help, torch-free predict).
     from spurgemap.evaluate import EvaluateInputs, run_evaluate
 
@@ -338,13 +336,12 @@ def evaluate(
     def go() -> None:
         cfg = load_cli_config(config, set_, **{
             "evaluate.methods": split_list(methods), "evaluate.shots": ints(shots, "--shots"),
-            "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.diffusion_model": diffusion_model,
-            "evaluate.val_sites": split_list(val_sites), "evaluate.test_sites": split_list(test_sites),
-            "evaluate.protocol": protocol})
+            "evaluate.seeds": ints(seeds, "--seeds"), "evaluate.protocol": protocol,
+            "evaluate.diffusion_model": diffusion_model, "evaluate.val_sites": split_list(val_sites),
+            "evaluate.test_sites": split_list(test_sites)})
         if workers is None and scheduler is None:
             res = run_evaluate(cfg, EvaluateInputs(tiles_dir, out_dir))
-        else:
-            # Deferred: Dask loads only when asked for.
+        else:  # Deferred: Dask loads only when asked for.
             from spurgemap.campaign.grid import run_evaluate_distributed
 
             res = run_evaluate_distributed(cfg, EvaluateInputs(tiles_dir, out_dir), workers, scheduler)

@@ -183,6 +183,9 @@ def _train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             else:
                 syn_features = features_of(syn.images)
         ckpt = _load_ckpt(work) if resumed else None
+        threads = torch.get_num_threads()
+        if use_cache and not cfg.threads and device.type == "cpu":  # a linear head on cached rows: more threads
+            torch.set_num_threads(1)  # only wait on each other (much slower epochs on a shared 2-core machine)
         history: list[list[dict[str, Any]]] = ckpt["history"] if ckpt else []
         oof: dict[str, list[float]] = ckpt["oof"] if ckpt else {}
         best_states: dict[int, dict[str, torch.Tensor]] = {}
@@ -233,6 +236,7 @@ def _train(config: SpurgemapConfig, inputs: TrainInputs) -> TrainResult:
             elif is_final:
                 final_model = model
         assert final_model is not None
+        torch.set_num_threads(threads)
     metrics = final_metrics(cfg, tiles, splits, history, oof, final_model, trainer, cross_val, bags,
                             _best_epoch(history))
     result = _write_outputs(config, inputs, tiles, spec, input_size, final_model, metrics, start, resumed, work)
@@ -253,11 +257,17 @@ def _refuse_token_leaks(syn: SyntheticSet, tiles: TileSet, draw: TrainDraw) -> N
     if leaks:
         folder, bad = next(iter(leaks.items()))
         train_sites = sorted(set(tiles.sites.tolist()) - set(tiles.sites[unused].tolist()))
+        seen = ", ".join(sorted(set(tiles.sites[bad].tolist())))
+        if not train_sites:  # cross-validation: every site validates some fold, so every token set leaks
+            raise InputError(f"--synthetic {folder}: its class tokens were learned from tiles of sites {seen}, and "
+                             "cross-validation validates on every site in turn, so some fold would be judged on tiles "
+                             "its tokens saw; one set cannot serve all folds: train on one split (--val-sites V "
+                             "--test-sites T) with a set from `spurgemap augment --sites <the other sites>`, or "
+                             "cross-validate without --synthetic")
         near = set(tiles.groups[bad].tolist()) & set(draw.dropped)
         what = "validation/test tile(s)" + (" or tiles of their neighbours train leaves out" if near else "")
         raise InputError(f"--synthetic {folder}: its class tokens were learned from {len(bad)} {what} (sites "
-                         f"{', '.join(sorted(set(tiles.sites[bad].tolist())))}); make a clean set "
-                         f"with `spurgemap augment --sites {','.join(train_sites)}`")
+                         f"{seen}); make a clean set with `spurgemap augment --sites {','.join(train_sites)}`")
 
 
 def _warn_coverage(syn: SyntheticSet, train_idx: np.ndarray, syn_by_tile: dict[int, np.ndarray],
