@@ -161,6 +161,13 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     eligible = m.valid.copy()
     if not eligible.any():
         raise InputError(f"{m.prob_path}: has no mapped cells")
+    given_start = None
+    if params.start_lonlat is not None:  # checked before any slow work: a far start is a typo
+        sx, sy = io.transform_xy([params.start_lonlat[0]], [params.start_lonlat[1]], "EPSG:4326", m.crs_wkt,
+                                 "--start")
+        given_start = np.array([sx[0], sy[0]])
+        vr, vc = np.nonzero(eligible)
+        check_start(given_start, m.transform, vr, vc, m.units_per_m, params.start_lonlat)
     excluded = np.zeros_like(eligible)
     plot_sites: set[str] = set()
     rows_m, cols_m = m.pct.shape
@@ -189,11 +196,8 @@ def run_survey_plan(config: SpurgemapConfig, inputs: SurveyPlanInputs) -> Survey
     # centres in map units, distances in ground metres
     x = m.transform.c + (sel.cols + 0.5) * m.transform.a
     y = m.transform.f + (sel.rows + 0.5) * m.transform.e
-    if params.start_lonlat is not None:
-        sx, sy = io.transform_xy([params.start_lonlat[0]], [params.start_lonlat[1]], "EPSG:4326", m.crs_wkt,
-                                 "--start")
-        start = np.array([sx[0], sy[0]])
-        check_start(start, m.transform, rr, cc, m.units_per_m, params.start_lonlat)
+    if given_start is not None:
+        start = given_start
     else:  # south-west corner of the mapped cells
         start = np.array([m.transform.c + cc.min() * m.transform.a, m.transform.f + (rr.max() + 1) * m.transform.e])
     xy = np.column_stack([x, y]) / m.units_per_m
