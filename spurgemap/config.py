@@ -134,7 +134,7 @@ class TrainConfig(_Section):
     # issue 22: what the map's probability and threshold are fitted on (model/calibration.py)
     threshold_labels: Literal["trusted", "tile"] = "tile"  # trusted: absent tiles + present plots' top tile
     operating_point: str = "balanced"  # balanced | recall=R | precision=P (on the trusted labels)
-    calibration: Literal["platt", "isotonic", "none"] = "platt"
+    calibration: Literal["platt", "isotonic", "none"] = "none"
     context: bool = True  # mix each cell's logit with its neighbours' (weight fitted out of fold)
 
     @field_validator("operating_point")

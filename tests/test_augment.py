@@ -156,19 +156,19 @@ def test_resume_after_a_kill_makes_no_duplicates(tiny, tiles, tokens, tmp_path, 
     cfg = _cfg(tiny, **{"augment.sites": ["s0", "s1"], "augment.shots": None, "augment.batch_size": 4})
     clean = run_augment(cfg, AugmentInputs(tiles, tmp_path / "clean", tokens=tokens))
     calls = {"n": 0}
-    real_run = Generator.run
+    real_generate = Generator.generate  # what the batch loop calls (images and a guard reason per image)
 
     def dying(self, *a, **k):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_run(self, *a, **k)
+        return real_generate(self, *a, **k)
 
-    monkeypatch.setattr(Generator, "run", dying)
+    monkeypatch.setattr(Generator, "generate", dying)
     with pytest.raises(KeyboardInterrupt):
         run_augment(cfg, AugmentInputs(tiles, tmp_path / "killed", tokens=tokens))
     assert not (tmp_path / "killed" / "manifest.csv").exists()
-    monkeypatch.setattr(Generator, "run", real_run)
+    monkeypatch.setattr(Generator, "generate", real_generate)
     res = run_augment(cfg, AugmentInputs(tiles, tmp_path / "killed", tokens=tokens))
     assert res.resumed and res.generated == clean.images - 8 and res.images == clean.images
     m = pd.read_csv(tmp_path / "killed" / "manifest.csv", dtype=str)

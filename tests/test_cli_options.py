@@ -21,7 +21,9 @@ runner = CliRunner()
 # Options that name files, folders or services, or steer the command itself: no config value behind them.
 NOT_CONFIG = {"--config", "--set", "--overwrite", "--out", "--plots", "--survey", "--verify", "--crs", "--workers",
               "--scheduler", "--model", "--aoi", "--list", "--campaign-crs", "--synthetic", "--feature-cache",
-              "--onnx", "--tokens", "--name", "--before-name", "--after-name", "--debug", "--quiet"}
+              "--onnx", "--tokens", "--name", "--before-name", "--after-name", "--debug", "--quiet",
+              # inputs and record fields of the field commands, not config values
+              "--site-id", "--ortho", "--zones", "--date", "--examiner", "--site", "--allow-model-change"}
 
 
 def _commands() -> list[tuple[str, Any]]:

@@ -162,7 +162,7 @@ def test_evaluate_killed_mid_grid_resumes_and_caches(tmp_path, tiny_weights, tin
             "--set", "augment.num_synthetic=2", "--set", "augment.steps=10")
     _run(*args, "--out", tmp_path / "ref")
     res = pd.read_csv(tmp_path / "ref" / "results.csv")
-    assert list(res.columns) == ["method", "k", "seed", "split", "metric", "value"]
+    assert list(res.columns) == ["method", "k", "seed", "split", "metric", "value", "randaugment"]
     cells = {(m, 1, s) for m in ("baseline", "real-guidance") for s in (0, 1)}
     assert set(res[["method", "k", "seed"]].itertuples(index=False, name=None)) == cells
     assert set(res.split) == {"validation", "test"}
