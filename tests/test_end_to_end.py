@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -79,7 +80,7 @@ def test_info_on_ortho_and_tiles(demo, tmp_path):
 
 
 def test_demo_command_runs_the_built_stages(tmp_path):
-    res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 2600)
+    res = _ok("demo", tmp_path / "run", "--sites", 3, "--size", 3000)  # 3000 px: cells left to plan on every site
     assert "tiles in" in res.stdout and "balanced accuracy" in res.stdout and "ha spurge" in res.stdout
     assert "skipped: no diffusion model configured" in " ".join(res.stdout.split())
     assert (tmp_path / "run" / "train" / "model.spurge").exists()
@@ -112,12 +113,13 @@ def test_demo_command_runs_the_built_stages(tmp_path):
             assert schema.validate(etree.parse(str(zones / "TASKDATA" / "TASKDATA.XML"))), schema.error_log
     flat = " ".join(res.stdout.split())
     assert "change: site01 new" in flat and "zones: site01" in flat and "survey-plan: site01" in flat
-    # a plan for every site where cells are left once the surveyed plots are excluded, else it says why
+    # 3000-px sites keep mapped cells outside their plots: every site gets a plan, as many visits as printed
+    printed = {m.group(1): int(m.group(2)) for m in re.finditer(r"(site0\d) (\d+) visits", flat)}
+    assert sorted(printed) == ["site01", "site02", "site03"] and min(printed.values()) >= 1
     for site in ("site01", "site02", "site03"):
-        planned = (tmp_path / "run" / "survey_plan" / site / "visits.gpx").exists()
-        assert planned or f"{site} none (" in flat
-        if planned:  # the crew's outputs come with every plan: QField package and printable sheet
-            plan = tmp_path / "run" / "survey_plan" / site
-            assert (plan / "field_sheet.pdf").read_bytes().startswith(b"%PDF-")
-            assert (plan / f"{site}_qfield.zip").exists() and (plan / "qfield" / f"{site}.qgs").exists()
-            assert (plan / "qfield" / "basemap.tif").exists()  # the demo orthomosaic, found from the map's tags
+        plan = tmp_path / "run" / "survey_plan" / site
+        assert len(pd.read_csv(plan / "visits.csv")) == printed[site] and (plan / "visits.gpx").exists()
+        # the crew's outputs come with every plan: QField package and printable sheet
+        assert (plan / "field_sheet.pdf").read_bytes().startswith(b"%PDF-")
+        assert (plan / f"{site}_qfield.zip").exists() and (plan / "qfield" / f"{site}.qgs").exists()
+        assert (plan / "qfield" / "basemap.tif").exists()  # the demo orthomosaic, found from the map's tags
