@@ -115,6 +115,19 @@ def _tile_image(rng: np.random.Generator, present: bool) -> np.ndarray:
     return img
 
 
+def write_test_backbone(root: Path) -> Path:
+    """Seeded random weights of timm's tiny test_efficientnet, as a local file (no download)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    weights = root / "test_efficientnet.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    return weights
+
+
 def make_tile_set(root: Path, sites: int = 3, per_class: int = 5, seed: int = 0,
                   labels_for: dict[str, list[int]] | None = None) -> Path:
     rng = np.random.default_rng(seed)

@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import timm
-import torch
-from conftest import make_tile_set
+from conftest import make_tile_set, write_test_backbone
 from PIL import Image
-from safetensors.torch import save_file
 
 from spurgemap.augment.tiny import write_tiny_model
 from spurgemap.config import load_config
@@ -25,10 +22,7 @@ from spurgemap.evaluate.report import area_vs_baseline, ci68, curve_table
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ev")
-    torch.manual_seed(0)
-    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    weights = root / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    weights = write_test_backbone(root)
     return {"tiles": make_tile_set(root / "tiles", sites=3, per_class=4), "weights": weights,
             "sd": write_tiny_model(root / "tiny-sd")}
 

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import timm
-import torch
 import yaml
-from conftest import make_tile_set
-from safetensors.torch import save_file
+from conftest import make_tile_set, write_test_backbone
 
 from spurgemap.augment import diffusion
 from spurgemap.augment.tiny import write_tiny_model
@@ -24,10 +21,7 @@ from spurgemap.evaluate.protocol import REFERENCE_TEMPLATES, apply_protocol, par
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("arms")
-    torch.manual_seed(0)
-    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
-    weights = root / "test_efficientnet.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    weights = write_test_backbone(root)
     return {"tiles": make_tile_set(root / "tiles", sites=3, per_class=3), "weights": weights,
             "sd": write_tiny_model(root / "tiny-sd")}
 
